@@ -1,0 +1,3 @@
+from vm_agent.cli import main
+
+raise SystemExit(main())

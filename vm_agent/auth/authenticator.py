@@ -1,0 +1,130 @@
+"""The one function that turns a request into a Principal, and the login cookies.
+
+Token sources, in order: HTTP — Authorization: Bearer, the session cookie, `?token=`;
+WebSockets — the same (the header is for non-browser clients such as the coordinator; browsers
+use the cookie or the query). A `?token=` login is remembered in a session cookie so the token
+can be dropped from the address bar and later sockets need no token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import structlog
+from aiohttp import web
+
+from vm_agent import appkeys
+from vm_agent.auth.jwks import JwksCache
+from vm_agent.auth.principal import Principal
+from vm_agent.auth.sessions import SessionStore
+from vm_agent.auth.tokens import AuthUnavailable, TokenRejected, TokenValidator
+from vm_agent.config import Settings
+from vm_agent.errors import Forbidden, ServiceUnavailable, Unauthorized
+
+log = structlog.get_logger("vm_agent.auth")
+
+COOKIE = "vm_session"
+_LOGIN_KEY = "vm_agent_login"
+ALL_KINDS = frozenset({"user", "management"})
+
+
+class Authenticator:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.jwks = JwksCache(
+            settings.jwks_url,
+            refresh_interval=settings.jwks_refresh_interval,
+            refetch_cooldown=settings.jwks_refetch_cooldown,
+            fetch_timeout=settings.jwks_fetch_timeout,
+        )
+        self.tokens = TokenValidator(settings, self.jwks)
+        self.sessions = SessionStore(settings.session_ttl, settings.session_max_count)
+
+    async def start(self) -> None:
+        await self.jwks.start()
+
+    async def stop(self) -> None:
+        await self.jwks.stop()
+
+    async def health(self) -> str | None:
+        if not self.jwks.loaded:
+            return self.jwks.last_error or "signing keys not loaded"
+        return None
+
+    async def authenticate(
+        self,
+        request: web.Request,
+        *,
+        kinds: Iterable[str] = ALL_KINDS,
+        workspace: str | None = None,
+    ) -> Principal:
+        kinds = frozenset(kinds)
+        try:
+            principal = await self._identify(request, workspace)
+        except TokenRejected as exc:
+            _reject(request, exc.reason, exc.status)
+        except AuthUnavailable as exc:
+            log.warning("auth_unavailable", path=request.path, reason=str(exc))
+            raise ServiceUnavailable(
+                "authentication keys are not available yet; retry shortly", code="auth_unavailable"
+            ) from None
+        if principal.kind not in kinds:
+            _reject(request, f"{principal.kind} token not accepted here", 403)
+        if workspace is not None and not principal.may_access_workspace(workspace):
+            _reject(request, f"token is not for workspace {workspace[:64]!r}", 403)
+        return principal
+
+    async def _identify(self, request: web.Request, workspace: str | None) -> Principal:
+        header = request.headers.get("Authorization", "")
+        if header:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise TokenRejected("Authorization header is not a Bearer token")
+            return await self.tokens.validate(token.strip())
+        for name in ((f"{COOKIE}_{workspace}",) if workspace else ()) + (COOKIE,):
+            session_id = request.cookies.get(name)
+            if session_id:
+                principal = self.sessions.get(session_id)
+                if principal is not None and (workspace is None or principal.may_access_workspace(workspace)):
+                    return principal
+        token = request.query.get("token")
+        if token:
+            principal = await self.tokens.validate(token)
+            request[_LOGIN_KEY] = principal
+            return principal
+        raise TokenRejected("no credentials (Authorization header, session cookie or ?token=)")
+
+    def set_login_cookies(self, request: web.Request, response: web.StreamResponse) -> None:
+        principal: Principal | None = request.get(_LOGIN_KEY)
+        if principal is None:
+            return
+        session_id = self.sessions.create(principal)
+        options = {
+            "httponly": True,
+            "secure": self.settings.cookie_secure,
+            "samesite": "Strict",
+            "path": "/",
+            "max_age": int(self.settings.session_ttl),
+        }
+        response.set_cookie(COOKIE, session_id, **options)
+        if principal.workspace_id:
+            response.set_cookie(f"{COOKIE}_{principal.workspace_id}", session_id, **options)
+
+
+def _reject(request: web.Request, reason: str, status: int) -> None:
+    log.warning("auth_rejected", path=request.path, status=status, reason=reason, remote=request.remote)
+    if status == 403:
+        raise Forbidden("the token does not grant access to this resource")
+    raise Unauthorized("missing, invalid or expired token")
+
+
+async def authenticate(
+    request: web.Request, *, kinds: Iterable[str] = ALL_KINDS, workspace: str | None = None
+) -> Principal:
+    """Authenticate `request` with the app's Authenticator (see `Authenticator.authenticate`)."""
+    return await request.app[appkeys.AUTH].authenticate(request, kinds=kinds, workspace=workspace)
+
+
+def set_login_cookies(request: web.Request, response: web.StreamResponse) -> None:
+    """After a `?token=` login, set the session cookies on `response` (call before prepare)."""
+    request.app[appkeys.AUTH].set_login_cookies(request, response)

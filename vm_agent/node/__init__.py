@@ -1,0 +1,1 @@
+"""Node endpoints and duties: health, system info, logs, control-plane callbacks, systemd."""

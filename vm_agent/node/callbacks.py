@@ -1,0 +1,102 @@
+"""Calls the daemon makes to the control plane: `ready` once at start, then heartbeats.
+
+`ready` is retried with capped exponential backoff until it succeeds (a VM that booted while
+the control plane was deploying must still register). A heartbeat that fails is logged and the
+next one is sent on schedule; a `refreshedToken` in a heartbeat answer replaces the callback
+token for every later call, so the control plane can rotate it without touching the VM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import structlog
+
+from vm_agent import __version__
+from vm_agent.config import Settings
+from vm_agent.node import sysinfo
+
+log = structlog.get_logger("vm_agent.callbacks")
+
+
+class CallbackError(RuntimeError):
+    pass
+
+
+class ControlPlaneClient:
+    def __init__(self, settings: Settings, active_workspaces: Callable[[], Awaitable[int]]) -> None:
+        assert settings.control_plane_url
+        self._settings = settings
+        self._base = settings.control_plane_url.rstrip("/")
+        self._token = settings.read_callback_token()
+        self._active_workspaces = active_workspaces
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def token(self) -> str | None:
+        return self._token
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._settings.callback_timeout)
+            )
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        async with self._session.post(f"{self._base}{path}", json=body, headers=headers) as response:
+            if response.status >= 300:
+                raise CallbackError(f"{path}: HTTP {response.status}")
+            if response.content_type == "application/json":
+                answer = await response.json()
+                return answer if isinstance(answer, dict) else {}
+            return {}
+
+    async def send_ready(self) -> None:
+        """POST /api/nodes/{id}/ready until it succeeds."""
+        delay = 1.0
+        path = f"/api/nodes/{self._settings.node_id}/ready"
+        while True:
+            try:
+                await self._post(path, {"agentVersion": __version__})
+                log.info("control_plane_ready_sent")
+                return
+            except (aiohttp.ClientError, TimeoutError, CallbackError) as exc:
+                log.warning("control_plane_ready_failed", error=str(exc), retry_in=round(delay, 2))
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, self._settings.ready_max_backoff)
+
+    async def send_heartbeat(self) -> None:
+        memory = await asyncio.to_thread(sysinfo.memory)
+        disk = await asyncio.to_thread(sysinfo.disk, "/")
+        body = {
+            "nodeId": self._settings.node_id,
+            "agentVersion": __version__,
+            "activeWorkspaces": await self._active_workspaces(),
+            "metrics": {
+                "cpuLoadAvg1": sysinfo.load_average()["loadAvg1"],
+                "memoryPercent": memory["usedPercent"],
+                "diskPercent": disk["usedPercent"],
+            },
+        }
+        answer = await self._post(f"/api/nodes/{self._settings.node_id}/heartbeat", body)
+        refreshed = answer.get("refreshedToken")
+        if isinstance(refreshed, str) and refreshed and refreshed != self._token:
+            self._token = refreshed
+            log.info("callback_token_refreshed")
+
+    async def run(self) -> None:
+        """Ready, then a heartbeat every HEARTBEAT_INTERVAL, forever (cancel to stop)."""
+        try:
+            await self.send_ready()
+            while True:
+                await asyncio.sleep(self._settings.heartbeat_interval)
+                try:
+                    await self.send_heartbeat()
+                except (aiohttp.ClientError, TimeoutError, CallbackError) as exc:
+                    log.warning("heartbeat_failed", error=str(exc))
+        finally:
+            if self._session is not None:
+                await self._session.close()
