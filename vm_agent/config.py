@@ -57,6 +57,7 @@ class Settings:
     callback_token_file: str | None = _setting("CALLBACK_TOKEN_FILE", None, "optional_str")
     heartbeat_interval: float = _setting("HEARTBEAT_INTERVAL", 60.0, "duration")
     callback_timeout: float = _setting("CALLBACK_TIMEOUT", 10.0, "duration")
+    ready_initial_backoff: float = _setting("READY_INITIAL_BACKOFF", 1.0, "duration")
     ready_max_backoff: float = _setting("READY_MAX_BACKOFF", 60.0, "duration")
 
     # --- authentication
@@ -101,6 +102,7 @@ class Settings:
 
     # --- agents
     agents_config: str | None = _setting("AGENTS_CONFIG", None, "optional_str")
+    agent_path: str = _setting("VM_AGENT_AGENT_PATH", "")  # dirs prepended to PATH for agent processes
     acp_prompt_retry_max_retries: int = _setting("ACP_PROMPT_RETRY_MAX_RETRIES", 2, "int")
     acp_prompt_retry_initial_backoff: float = _setting("ACP_PROMPT_RETRY_INITIAL_BACKOFF", 15.0, "duration")
     acp_prompt_retry_max_backoff: float = _setting("ACP_PROMPT_RETRY_MAX_BACKOFF", 120.0, "duration")
@@ -129,6 +131,7 @@ class Settings:
     workspace_memory_limit: int = _setting("WORKSPACE_MEMORY_LIMIT", 0, "size")
     workspace_pids_limit: int = _setting("WORKSPACE_PIDS_LIMIT", 0, "int")
     docker_timeout: float = _setting("DOCKER_TIMEOUT", 120.0, "duration")
+    docker_host: str | None = _setting("DOCKER_HOST", None, "optional_str")  # else the docker SDK default
 
     # --- development mode (set by `vm-agent dev`, never from the environment in production)
     dev_mode: bool = _setting("VM_AGENT_DEV", False, "bool")

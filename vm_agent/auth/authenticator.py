@@ -24,7 +24,7 @@ from vm_agent.errors import Forbidden, ServiceUnavailable, Unauthorized
 log = structlog.get_logger("vm_agent.auth")
 
 COOKIE = "vm_session"
-_LOGIN_KEY = "vm_agent_login"
+_LOGIN_KEY = web.RequestKey("vm_agent_login", Principal)
 ALL_KINDS = frozenset({"user", "management"})
 
 

@@ -56,7 +56,7 @@ class ControlPlaneClient:
 
     async def send_ready(self) -> None:
         """POST /api/nodes/{id}/ready until it succeeds."""
-        delay = 1.0
+        delay = self._settings.ready_initial_backoff
         path = f"/api/nodes/{self._settings.node_id}/ready"
         while True:
             try:

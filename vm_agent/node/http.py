@@ -37,6 +37,21 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(report)
 
 
+async def whoami(request: web.Request) -> web.Response:
+    """[ext] Who the presented token says the caller is; `?workspace=W` also checks access to W."""
+    workspace = request.query.get("workspace") or None
+    principal = await authenticate(request, workspace=workspace)
+    return web.json_response(
+        {
+            "userId": principal.user_id,
+            "workspaceId": principal.workspace_id,
+            "nodeId": principal.node_id,
+            "kind": principal.kind,
+            "expiresAt": principal.expires_at,
+        }
+    )
+
+
 async def system_info(request: web.Request) -> web.Response:
     await authenticate(request, kinds={MANAGEMENT})
     app = request.app
@@ -160,6 +175,7 @@ async def node_duties(app: web.Application) -> AsyncIterator[None]:
 def setup(app: web.Application) -> None:
     app.router.add_get("/health", health)
     app.router.add_get("/system-info", system_info)
+    app.router.add_get("/auth/whoami", whoami)
     app.router.add_get("/logs", get_logs)
     app.router.add_get("/logs/stream", stream_logs)
     app.cleanup_ctx.append(node_duties)

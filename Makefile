@@ -1,0 +1,45 @@
+# vm-agent: `make run` starts the daemon in development mode, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test test-fast lint format bench stress agents docker clean
+
+$(BIN)/python:
+	@bash scripts/bootstrap-python.sh "$(PYTHON)" "$(VENV)"
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	@touch $(STAMP)
+
+## run: the daemon with self-signed TLS, a local dev JWKS and printed tokens (Ctrl-C stops it)
+run: $(STAMP)
+	$(BIN)/vm-agent dev
+
+## agents: install the pinned coding agents (Node 22, pi, claude-agent-acp) under agent-runtimes/
+agents:
+	@bash scripts/install-agents.sh
+
+## docker: start a Docker daemon if none answers (root; CI does this)
+docker:
+	@bash scripts/start-dockerd.sh
+
+## test: lint, then every test (tests needing Docker or the npm agents skip with a reason when absent)
+test: $(STAMP)
+	@if command -v npm >/dev/null 2>&1; then bash scripts/install-agents.sh || echo "agents not installed: their tests will skip"; fi
+	$(BIN)/ruff check vm_agent tests bench
+	$(BIN)/pytest -q -ra --durations=15
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -x -m "not docker and not agents"
+
+lint: $(STAMP)
+	$(BIN)/ruff check vm_agent tests bench
+
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
