@@ -13,13 +13,15 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from vm_agent import appkeys
+from vm_agent import appkeys, wsutil
 from vm_agent.agents.http import setup as setup_agents
 from vm_agent.auth.authenticator import Authenticator
 from vm_agent.config import Settings
 from vm_agent.errors import error_middleware
 from vm_agent.logs import LogRing, get_ring
 from vm_agent.node.http import setup as setup_node
+from vm_agent.node.metrics_http import latency_middleware
+from vm_agent.node.metrics_http import setup as setup_metrics
 from vm_agent.store import Store
 from vm_agent.tabs import TabStore
 from vm_agent.terminal.ws import setup as setup_terminals
@@ -41,7 +43,7 @@ async def request_id_middleware(request: web.Request, handler: Any) -> web.Strea
 
 def build_app(settings: Settings, *, log_ring: LogRing | None = None) -> web.Application:
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware],
+        middlewares=[latency_middleware, request_id_middleware, error_middleware],
         client_max_size=settings.http_max_body_bytes,
     )
     app[appkeys.SETTINGS] = settings
@@ -65,10 +67,12 @@ def build_app(settings: Settings, *, log_ring: LogRing | None = None) -> web.App
         yield
         await auth.stop()
 
+    wsutil.setup(app)
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(auth_ctx)
     setup_node(app)
     setup_workspaces(app)
     setup_terminals(app)
     setup_agents(app)
+    setup_metrics(app)
     return app

@@ -64,10 +64,18 @@ def cmd_dev(args: argparse.Namespace) -> int:
         def banner(server: RunningServer) -> None:
             user = key.mint(kind="user", workspace="host", user="dev-user")
             manage = key.mint(kind="management", workspace=None, node=settings.node_id, user="dev-admin")
-            print(_BANNER.format(
-                url=server.url, fp=fingerprint(server.cert_path), user=user, manage=manage,
-                state=settings.state_dir, node=settings.node_id,
-            ), file=sys.stderr, flush=True)
+            print(
+                _BANNER.format(
+                    url=server.url,
+                    fp=fingerprint(server.cert_path),
+                    user=user,
+                    manage=manage,
+                    state=settings.state_dir,
+                    node=settings.node_id,
+                ),
+                file=sys.stderr,
+                flush=True,
+            )
 
         try:
             await serve_until_signalled(settings, banner)
@@ -114,8 +122,15 @@ def cmd_token(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"vm-agent: --ttl: {exc}", file=sys.stderr)
         return 2
-    print(key.mint(kind=args.kind, workspace=workspace, node=node if args.kind == "management" else None,
-                   user=args.user, ttl=ttl))
+    print(
+        key.mint(
+            kind=args.kind,
+            workspace=workspace,
+            node=node if args.kind == "management" else None,
+            user=args.user,
+            ttl=ttl,
+        )
+    )
     return 0
 
 

@@ -48,6 +48,7 @@ class Settings:
     tls_cert_path: str | None = _setting("TLS_CERT_PATH", None, "optional_str")
     tls_key_path: str | None = _setting("TLS_KEY_PATH", None, "optional_str")
     state_dir: str = _setting("VM_AGENT_STATE_DIR", "/var/lib/vm-agent")
+    metrics_address: str | None = _setting("METRICS_ADDRESS", None, "optional_str")
     http_max_body_bytes: int = _setting("HTTP_MAX_BODY_BYTES", 1024 * 1024, "size")
     graceful_shutdown_timeout: float = _setting("GRACEFUL_SHUTDOWN_TIMEOUT", 15.0, "duration")
 
@@ -197,6 +198,10 @@ class Settings:
         for env, url in (("CONTROL_PLANE_URL", self.control_plane_url), ("JWKS_ENDPOINT", self.jwks_endpoint)):
             if url:
                 _check_url(env, url, fail)
+        if self.metrics_address:
+            host, _, port = self.metrics_address.rpartition(":")
+            if host.strip("[]") not in ("127.0.0.1", "localhost", "::1") or not port.isdigit():
+                fail("METRICS_ADDRESS", "must be a loopback host:port, e.g. 127.0.0.1:9464 (it has no auth)")
         if self.callback_token_file and not Path(self.callback_token_file).is_file():
             fail("CALLBACK_TOKEN_FILE", f"{self.callback_token_file} does not exist")
         for spec in dataclasses.fields(self):

@@ -91,9 +91,7 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
-            exc.status, "http_error"
-        )
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(exc.status, "http_error")
         return error_response(exc.status, code, exc.reason)
     except Exception:
         log.exception("request_failed", method=request.method, path=request.path)

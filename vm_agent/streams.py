@@ -173,9 +173,7 @@ class EventLog(Generic[T]):
     output cannot pin unbounded memory just because the count cap is not reached.
     """
 
-    def __init__(
-        self, max_items: int, max_bytes: int, size_of: Callable[[T], int] = lambda _item: 1
-    ) -> None:
+    def __init__(self, max_items: int, max_bytes: int, size_of: Callable[[T], int] = lambda _item: 1) -> None:
         if max_items <= 0 or max_bytes <= 0:
             raise ValueError("limits must be positive")
         self.max_items = max_items
@@ -210,9 +208,7 @@ class EventLog(Generic[T]):
         self._entries.append(Entry(self._last_seq, item, size))
         self._bytes += size
         # Always keep the newest entry, even if it alone is over the byte cap.
-        while len(self._entries) > 1 and (
-            len(self._entries) > self.max_items or self._bytes > self.max_bytes
-        ):
+        while len(self._entries) > 1 and (len(self._entries) > self.max_items or self._bytes > self.max_bytes):
             self._bytes -= self._entries.popleft().size
         self._signal.fire()
         return self._last_seq

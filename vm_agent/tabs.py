@@ -64,7 +64,9 @@ class TabStore:
         self._store = store
         store.add_schema(SCHEMA)
 
-    async def add(self, workspace_id: str, tab_id: str, type_: str, label: str = "", agent_id: str | None = None) -> Tab:
+    async def add(
+        self, workspace_id: str, tab_id: str, type_: str, label: str = "", agent_id: str | None = None
+    ) -> Tab:
         """Insert a tab at the end of the strip (or keep the existing one with that id)."""
         row = await self._store.fetchone(
             "SELECT COALESCE(MAX(sort_order), -1) + 1 AS next FROM tabs WHERE workspace_id = ?", (workspace_id,)
@@ -79,9 +81,7 @@ class TabStore:
         return tab
 
     async def get(self, workspace_id: str, tab_id: str) -> Tab | None:
-        row = await self._store.fetchone(
-            "SELECT * FROM tabs WHERE workspace_id = ? AND id = ?", (workspace_id, tab_id)
-        )
+        row = await self._store.fetchone("SELECT * FROM tabs WHERE workspace_id = ? AND id = ?", (workspace_id, tab_id))
         return _tab(row) if row else None
 
     async def update(self, workspace_id: str, tab_id: str, **fields: Any) -> None:

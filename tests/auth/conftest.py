@@ -47,8 +47,6 @@ async def cp_daemon(make_daemon, control_plane):
     """A daemon whose keys come from the fake control plane's JWKS."""
 
     async def make(**env: str):
-        return await make_daemon(
-            JWKS_ENDPOINT=f"{control_plane.url}/.well-known/jwks.json", JWT_ISSUER=ISSUER, **env
-        )
+        return await make_daemon(JWKS_ENDPOINT=f"{control_plane.url}/.well-known/jwks.json", JWT_ISSUER=ISSUER, **env)
 
     return make

@@ -56,7 +56,9 @@ async def test_ec_keys_are_accepted(cp_daemon, control_plane, claims):
 
 
 def _alg_none(claims: dict) -> str:
-    return f"{b64(json.dumps({'alg': 'none', 'typ': 'JWT', 'kid': 'key-1'}).encode())}.{b64(json.dumps(claims).encode())}."
+    return (
+        f"{b64(json.dumps({'alg': 'none', 'typ': 'JWT', 'kid': 'key-1'}).encode())}.{b64(json.dumps(claims).encode())}."
+    )
 
 
 def _hs256_with_public_key(key: SigningKey, claims: dict) -> str:
@@ -152,7 +154,7 @@ async def test_huge_token_is_refused_and_daemon_stays_healthy(cp_daemon, control
             assert (await r.json())["status"] == "healthy"
     # Under the header size limit but over JWT_MAX_TOKEN_BYTES: our own check answers.
     daemon2 = await cp_daemon(JWT_MAX_TOKEN_BYTES="1KiB")
-    status, body = await whoami(daemon2, control_plane.keys[0].sign(claims("user", padding="x" * 2000)))
+    status, _ = await whoami(daemon2, control_plane.keys[0].sign(claims("user", padding="x" * 2000)))
     assert status == 401
 
 

@@ -18,8 +18,11 @@ async def test_ready_is_retried_until_accepted_then_heartbeats_flow(make_daemon,
     plane.ready_failures_left = 2
     plane.heartbeat_answer = {"refreshedToken": "token-2"}
     await make_daemon(
-        CONTROL_PLANE_URL=plane.url, CALLBACK_TOKEN="token-1", READY_INITIAL_BACKOFF="20ms",
-        HEARTBEAT_INTERVAL="50ms", JWKS_ENDPOINT=f"{plane.url}/.well-known/jwks.json",
+        CONTROL_PLANE_URL=plane.url,
+        CALLBACK_TOKEN="token-1",
+        READY_INITIAL_BACKOFF="20ms",
+        HEARTBEAT_INTERVAL="50ms",
+        JWKS_ENDPOINT=f"{plane.url}/.well-known/jwks.json",
     )
     await plane.wait_for(lambda cp: len(cp.calls_to("/heartbeat")) >= 2)
     ready = plane.calls_to("/ready")
@@ -38,7 +41,8 @@ async def test_callback_token_can_come_from_a_file(make_daemon, plane, tmp_path)
     token_file = tmp_path / "callback-token"
     token_file.write_text("from-file\n")
     await make_daemon(
-        CONTROL_PLANE_URL=plane.url, CALLBACK_TOKEN_FILE=str(token_file),
+        CONTROL_PLANE_URL=plane.url,
+        CALLBACK_TOKEN_FILE=str(token_file),
         JWKS_ENDPOINT=f"{plane.url}/.well-known/jwks.json",
     )
     await plane.wait_for(lambda cp: len(cp.calls_to("/ready")) >= 1)

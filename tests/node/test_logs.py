@@ -65,8 +65,14 @@ async def test_since_filter(daemon):
 
 
 async def test_bad_parameters_are_400_with_a_reason(daemon):
-    for params in ({"limit": "0"}, {"limit": "100000"}, {"limit": "ten"}, {"level": "loud"},
-                   {"since": "yesterday-ish"}, {"cursor": "not-a-cursor"}):
+    for params in (
+        {"limit": "0"},
+        {"limit": "100000"},
+        {"limit": "ten"},
+        {"level": "loud"},
+        {"since": "yesterday-ish"},
+        {"cursor": "not-a-cursor"},
+    ):
         status, body = await get_logs(daemon, **params)
         assert status == 400, params
         assert body["error"] == "invalid_parameter"
@@ -109,3 +115,22 @@ async def test_stream_closes_a_silent_peer(make_daemon):
                 closed = message
         assert ws.close_code == aiohttp.WSCloseCode.GOING_AWAY
         await ws.close()
+
+
+async def test_shutdown_tells_stream_viewers_going_away(make_daemon):
+    import asyncio
+    import time
+
+    import aiohttp
+
+    daemon = await make_daemon(GRACEFUL_SHUTDOWN_TIMEOUT="10s")
+    async with daemon.client() as http:
+        async with http.ws_connect(f"{daemon.ws_url}/logs/stream", headers=daemon.auth_headers()) as ws:
+            await ws.receive_json(timeout=5)
+            started = time.monotonic()
+            stopping = asyncio.create_task(daemon.stop())
+            while (await ws.receive(timeout=5)).type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                pass
+            assert ws.close_code == aiohttp.WSCloseCode.GOING_AWAY
+            await stopping
+            assert time.monotonic() - started < 5  # did not wait out the grace period

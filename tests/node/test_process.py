@@ -60,10 +60,17 @@ async def test_serve_notifies_systemd_and_drains_on_sigterm(tmp_path):
     notify = NotifySocket(tmp_path / "notify.sock")
     port = _free_port()
     env = {
-        "PATH": os.environ["PATH"], "HOME": str(tmp_path), "VM_AGENT_STATE_DIR": str(tmp_path / "state"),
-        "VM_AGENT_HOST": "127.0.0.1", "VM_AGENT_PORT": str(port), "JWKS_ENDPOINT": jwks_url,
-        "JWT_ISSUER": DEV_ISSUER, "NODE_ID": "proc-node", "NOTIFY_SOCKET": str(notify.path),
-        "WATCHDOG_USEC": "200000", "GRACEFUL_SHUTDOWN_TIMEOUT": "5s",
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "VM_AGENT_STATE_DIR": str(tmp_path / "state"),
+        "VM_AGENT_HOST": "127.0.0.1",
+        "VM_AGENT_PORT": str(port),
+        "JWKS_ENDPOINT": jwks_url,
+        "JWT_ISSUER": DEV_ISSUER,
+        "NODE_ID": "proc-node",
+        "NOTIFY_SOCKET": str(notify.path),
+        "WATCHDOG_USEC": "200000",
+        "GRACEFUL_SHUTDOWN_TIMEOUT": "5s",
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "vm_agent", "serve", env=env, stderr=asyncio.subprocess.PIPE
@@ -75,8 +82,9 @@ async def test_serve_notifies_systemd_and_drains_on_sigterm(tmp_path):
         assert health["nodeId"] == "proc-node"
         token = key.mint(kind="management", workspace=None, node="proc-node")
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as http:
-            async with http.get(f"https://127.0.0.1:{port}/system-info",
-                                headers={"Authorization": f"Bearer {token}"}) as response:
+            async with http.get(
+                f"https://127.0.0.1:{port}/system-info", headers={"Authorization": f"Bearer {token}"}
+            ) as response:
                 assert response.status == 200
         process.send_signal(signal.SIGTERM)
         assert "STOPPING=1" in await notify.wait_for("STOPPING=1")
@@ -117,8 +125,16 @@ async def test_dev_prints_tokens_that_work(tmp_path):
             async with http.get(f"{url}/auth/whoami", headers={"Authorization": f"Bearer {user_token}"}) as r:
                 assert (await r.json())["workspaceId"] == "host"
         minted = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "vm_agent", "token", "--kind", "user", "--workspace", "ws-1",
-            env=env, stdout=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "vm_agent",
+            "token",
+            "--kind",
+            "user",
+            "--workspace",
+            "ws-1",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
         )
         extra = (await minted.communicate())[0].decode().strip()
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as http:

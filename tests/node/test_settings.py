@@ -22,7 +22,10 @@ def test_defaults_match_the_contract():
     assert (settings.log_retrieval_default_limit, settings.log_retrieval_max_limit) == (200, 1000)
     assert settings.log_stream_buffer_size == 100
     assert (settings.log_reader_timeout, settings.log_stream_ping_interval, settings.log_stream_pong_timeout) == (
-        30, 30, 90)
+        30,
+        30,
+        90,
+    )
     assert settings.jwt_audience == "workspace-terminal" and settings.jwt_leeway == 60
     assert settings.jwks_refresh_interval == 3600
     assert settings.pty_output_buffer_size == 1024 * 1024
@@ -31,11 +34,16 @@ def test_defaults_match_the_contract():
 
 
 def test_units_and_derived_values():
-    settings = Settings.from_env({
-        "ACP_PROMPT_RETRY_INITIAL_BACKOFF": "250ms", "HEARTBEAT_INTERVAL": "2m", "JWKS_REFRESH_INTERVAL": "1h",
-        "PTY_OUTPUT_BUFFER_SIZE": "2MiB", "CONTROL_PLANE_URL": "https://cp.example.com/",
-        "LOG_LEVEL": "WARN",
-    })
+    settings = Settings.from_env(
+        {
+            "ACP_PROMPT_RETRY_INITIAL_BACKOFF": "250ms",
+            "HEARTBEAT_INTERVAL": "2m",
+            "JWKS_REFRESH_INTERVAL": "1h",
+            "PTY_OUTPUT_BUFFER_SIZE": "2MiB",
+            "CONTROL_PLANE_URL": "https://cp.example.com/",
+            "LOG_LEVEL": "WARN",
+        }
+    )
     assert settings.acp_prompt_retry_initial_backoff == 0.25
     assert settings.heartbeat_interval == 120
     assert settings.pty_output_buffer_size == 2 * 1024 * 1024
@@ -68,8 +76,9 @@ def test_bad_values_name_the_variable(env, needle):
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
-    return subprocess.run([sys.executable, "-m", "vm_agent", *args], capture_output=True, text=True,
-                          env={**clean, **env}, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "vm_agent", *args], capture_output=True, text=True, env={**clean, **env}, timeout=60
+    )
 
 
 def test_bad_setting_stops_start_with_one_line_not_a_traceback():

@@ -9,11 +9,12 @@ can be dropped from the address bar and later sockets need no token.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import NoReturn
 
 import structlog
 from aiohttp import web
 
-from vm_agent import appkeys
+from vm_agent import appkeys, metrics
 from vm_agent.auth.jwks import JwksCache
 from vm_agent.auth.principal import Principal
 from vm_agent.auth.sessions import SessionStore
@@ -62,16 +63,17 @@ class Authenticator:
         try:
             principal = await self._identify(request, workspace)
         except TokenRejected as exc:
-            _reject(request, exc.reason, exc.status)
+            _reject(request, exc.reason, exc.status, exc.code)
         except AuthUnavailable as exc:
+            metrics.AUTH_FAILURES.labels("unavailable").inc()
             log.warning("auth_unavailable", path=request.path, reason=str(exc))
             raise ServiceUnavailable(
                 "authentication keys are not available yet; retry shortly", code="auth_unavailable"
             ) from None
         if principal.kind not in kinds:
-            _reject(request, f"{principal.kind} token not accepted here", 403)
+            _reject(request, f"{principal.kind} token not accepted here", 403, "wrong_kind")
         if workspace is not None and not principal.may_access_workspace(workspace):
-            _reject(request, f"token is not for workspace {workspace[:64]!r}", 403)
+            _reject(request, f"token is not for workspace {workspace[:64]!r}", 403, "wrong_workspace")
         return principal
 
     async def _identify(self, request: web.Request, workspace: str | None) -> Principal:
@@ -79,7 +81,7 @@ class Authenticator:
         if header:
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
-                raise TokenRejected("Authorization header is not a Bearer token")
+                raise TokenRejected("Authorization header is not a Bearer token", code="malformed")
             return await self.tokens.validate(token.strip())
         for name in ((f"{COOKIE}_{workspace}",) if workspace else ()) + (COOKIE,):
             session_id = request.cookies.get(name)
@@ -92,7 +94,7 @@ class Authenticator:
             principal = await self.tokens.validate(token)
             request[_LOGIN_KEY] = principal
             return principal
-        raise TokenRejected("no credentials (Authorization header, session cookie or ?token=)")
+        raise TokenRejected("no credentials (Authorization header, session cookie or ?token=)", code="no_credentials")
 
     def set_login_cookies(self, request: web.Request, response: web.StreamResponse) -> None:
         principal: Principal | None = request.get(_LOGIN_KEY)
@@ -111,8 +113,9 @@ class Authenticator:
             response.set_cookie(f"{COOKIE}_{principal.workspace_id}", session_id, **options)
 
 
-def _reject(request: web.Request, reason: str, status: int) -> None:
-    log.warning("auth_rejected", path=request.path, status=status, reason=reason, remote=request.remote)
+def _reject(request: web.Request, reason: str, status: int, code: str) -> NoReturn:
+    metrics.AUTH_FAILURES.labels(code).inc()
+    log.warning("auth_rejected", path=request.path, status=status, reason=reason, code=code, remote=request.remote)
     if status == 403:
         raise Forbidden("the token does not grant access to this resource")
     raise Unauthorized("missing, invalid or expired token")

@@ -140,7 +140,11 @@ class JwksCache:
 
     async def keys_for(self, kid: str | None) -> list[jwt.PyJWK]:
         """Candidate keys for a token's `kid` (refetching once, rate-limited, when unknown)."""
-        if kid is not None and kid not in self._keys and self._clock() - self._last_fetch_attempt >= self.refetch_cooldown:
+        if (
+            kid is not None
+            and kid not in self._keys
+            and self._clock() - self._last_fetch_attempt >= self.refetch_cooldown
+        ):
             log.info("jwks_unknown_kid_refetch", kid=kid[:64])
             await self.refresh()
         if not self._loaded:

@@ -21,13 +21,24 @@ _FAMILY = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 ALLOWED_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"})
 
 
+_CLAIM_ERRORS: dict[type, str] = {
+    jwt.ExpiredSignatureError: "expired",
+    jwt.ImmatureSignatureError: "not_yet_valid",
+    jwt.InvalidIssuerError: "bad_issuer",
+    jwt.InvalidAudienceError: "bad_audience",
+    jwt.MissingRequiredClaimError: "missing_claim",
+    jwt.InvalidIssuedAtError: "not_yet_valid",
+}
+
+
 class TokenRejected(Exception):
     """The token is not acceptable. `status` 401 (bad token) or 403 (valid token, wrong scope)."""
 
-    def __init__(self, reason: str, status: int = 401) -> None:
+    def __init__(self, reason: str, status: int = 401, code: str = "invalid") -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        self.code = code  # short, bounded label for metrics
 
 
 class AuthUnavailable(Exception):
@@ -42,14 +53,14 @@ class TokenValidator:
     async def validate(self, token: str) -> Principal:
         settings = self._settings
         if len(token) > settings.jwt_max_token_bytes:
-            raise TokenRejected("token too large")
+            raise TokenRejected("token too large", code="too_large")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
-            raise TokenRejected(f"malformed token: {exc}") from None
+            raise TokenRejected(f"malformed token: {exc}", code="malformed") from None
         alg = header.get("alg")
         if alg not in ALLOWED_ALGORITHMS:
-            raise TokenRejected(f"algorithm {alg!r} not allowed")
+            raise TokenRejected(f"algorithm {alg!r} not allowed", code="bad_algorithm")
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             raise TokenRejected("kid must be a string")
@@ -59,7 +70,7 @@ class TokenValidator:
             raise AuthUnavailable(str(exc)) from None
         candidates = [k for k in candidates if _key_family(k) == _FAMILY.get(alg[:2])]
         if not candidates:
-            raise TokenRejected(f"no key for kid {str(kid)[:64]!r} and algorithm {alg}")
+            raise TokenRejected(f"no key for kid {str(kid)[:64]!r} and algorithm {alg}", code="unknown_key")
         claims = self._decode(token, alg, candidates)
         return self._principal(claims)
 
@@ -81,8 +92,10 @@ class TokenValidator:
                 last_error = exc
                 continue
             except jwt.PyJWTError as exc:
-                raise TokenRejected(f"{type(exc).__name__}: {exc}") from None
-        raise TokenRejected(f"signature verification failed: {last_error}")
+                raise TokenRejected(
+                    f"{type(exc).__name__}: {exc}", code=_CLAIM_ERRORS.get(type(exc), "invalid")
+                ) from None
+        raise TokenRejected(f"signature verification failed: {last_error}", code="bad_signature")
 
     def _principal(self, claims: dict[str, Any]) -> Principal:
         settings = self._settings
@@ -91,15 +104,15 @@ class TokenValidator:
         node = claims.get("node")
         workspace = claims.get("workspace")
         if node is not None and node != settings.node_id:
-            raise TokenRejected(f"token is for node {str(node)[:64]!r}", status=403)
+            raise TokenRejected(f"token is for node {str(node)[:64]!r}", status=403, code="wrong_node")
         if kind == MANAGEMENT and node is None:
-            raise TokenRejected("management token without node claim")
+            raise TokenRejected("management token without node claim", code="missing_claim")
         if kind == USER and not workspace:
-            raise TokenRejected("user token without workspace claim")
+            raise TokenRejected("user token without workspace claim", code="missing_claim")
         if workspace is not None and not isinstance(workspace, str):
-            raise TokenRejected("workspace claim must be a string")
+            raise TokenRejected("workspace claim must be a string", code="missing_claim")
         if not isinstance(claims["sub"], str) or not claims["sub"]:
-            raise TokenRejected("sub claim must be a non-empty string")
+            raise TokenRejected("sub claim must be a non-empty string", code="missing_claim")
         return Principal(
             user_id=claims["sub"],
             workspace_id=workspace,

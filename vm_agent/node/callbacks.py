@@ -42,9 +42,7 @@ class ControlPlaneClient:
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self._settings.callback_timeout)
-            )
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._settings.callback_timeout))
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         async with self._session.post(f"{self._base}{path}", json=body, headers=headers) as response:
             if response.status >= 300:

@@ -14,7 +14,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from vm_agent import __version__, appkeys
+from vm_agent import __version__, appkeys, wsutil
 from vm_agent.auth import MANAGEMENT, authenticate
 from vm_agent.errors import BadRequest
 from vm_agent.node import sysinfo, systemd
@@ -111,6 +111,7 @@ async def stream_logs(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(autoping=False, max_msg_size=64 * 1024)
     request.app[appkeys.AUTH].set_login_cookies(request, ws)
     await ws.prepare(request)
+    wsutil.track(request.app, ws)
     log.info("log_stream_opened", user=principal.user_id)
     last_heard = time.monotonic()
 

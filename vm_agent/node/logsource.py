@@ -110,8 +110,14 @@ class JournaldLogSource:
 
     async def _run(self, *args: str) -> list[dict[str, Any]]:
         process = await asyncio.create_subprocess_exec(
-            "journalctl", "--unit", self._unit, "--output=json", "--no-pager", *args,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            "journalctl",
+            "--unit",
+            self._unit,
+            "--output=json",
+            "--no-pager",
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
         )
         try:
             async with asyncio.timeout(self._timeout):
@@ -141,8 +147,16 @@ class JournaldLogSource:
 
     async def follow(self, backlog: int) -> AsyncIterator[dict[str, Any]]:
         process = await asyncio.create_subprocess_exec(
-            "journalctl", "--unit", self._unit, "--output=json", "--follow", "--lines", str(backlog),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, limit=1024 * 1024,
+            "journalctl",
+            "--unit",
+            self._unit,
+            "--output=json",
+            "--follow",
+            "--lines",
+            str(backlog),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            limit=1024 * 1024,
         )
         try:
             assert process.stdout is not None
