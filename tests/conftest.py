@@ -96,6 +96,7 @@ def base_env(state_dir: Path, jwks_url: str) -> dict[str, str]:
         "NODE_ID": TEST_NODE_ID,
         "LOG_FORMAT": "text",
         "GRACEFUL_SHUTDOWN_TIMEOUT": "5s",
+        "IDENTITY_FILE": str(state_dir / "identity.json"),
     }
 
 

@@ -18,6 +18,7 @@ from vm_agent.agents.http import setup as setup_agents
 from vm_agent.auth.authenticator import Authenticator
 from vm_agent.config import Settings
 from vm_agent.errors import error_middleware
+from vm_agent.identity import Identity
 from vm_agent.logs import LogRing, get_ring
 from vm_agent.node.http import setup as setup_node
 from vm_agent.node.metrics_http import latency_middleware
@@ -52,7 +53,10 @@ def build_app(settings: Settings, *, log_ring: LogRing | None = None) -> web.App
     store = Store(settings.state_path / "vm-agent.db")
     app[appkeys.STORE] = store
     app[appkeys.TABS] = TabStore(store)
-    app[appkeys.AUTH] = Authenticator(settings)
+    identity = Identity(settings.node_id, settings.identity_file)
+    identity.reload()
+    app[appkeys.IDENTITY] = identity
+    app[appkeys.AUTH] = Authenticator(settings, identity)
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         await store.open()

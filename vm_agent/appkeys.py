@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from vm_agent.config import Settings
+from vm_agent.identity import Identity
 from vm_agent.store import Store
 from vm_agent.tabs import TabStore
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
+IDENTITY = web.AppKey("identity", Identity)
 TABS = web.AppKey("tabs", TabStore)
 AUTH: web.AppKey[Authenticator] = web.AppKey("auth", Any)  # type: ignore[arg-type]
 LOG_RING: web.AppKey[LogRing] = web.AppKey("log_ring", Any)  # type: ignore[arg-type]

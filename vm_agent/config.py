@@ -43,6 +43,8 @@ class Settings:
     # --- node identity and listener
     node_id: str = _setting("NODE_ID", "")
     workspace_id: str = _setting("WORKSPACE_ID", "host")
+    identity_file: str | None = _setting("IDENTITY_FILE", "/root/.swarm/identity.json", "optional_str")
+    identity_poll_interval: float = _setting("IDENTITY_POLL_INTERVAL", 5.0, "duration")
     host: str = _setting("VM_AGENT_HOST", "0.0.0.0")
     port: int = _setting("VM_AGENT_PORT", 8443, "int")
     tls_cert_path: str | None = _setting("TLS_CERT_PATH", None, "optional_str")

@@ -86,6 +86,14 @@ async def test_serve_notifies_systemd_and_drains_on_sigterm(tmp_path):
                 f"https://127.0.0.1:{port}/system-info", headers={"Authorization": f"Bearer {token}"}
             ) as response:
                 assert response.status == 200
+        # A snapshot restore writes a new identity; SIGHUP makes the daemon pick it up at once.
+        (tmp_path / "identity.json").write_text('{"nodeId": "restored-node"}')
+        process.send_signal(signal.SIGHUP)
+        async with asyncio.timeout(10):
+            while b"identity_changed" not in await process.stderr.readline():
+                pass
+        health = await _wait_healthy(f"https://127.0.0.1:{port}", process)
+        assert health["nodeId"] == "restored-node"
         process.send_signal(signal.SIGTERM)
         assert "STOPPING=1" in await notify.wait_for("STOPPING=1")
         async with asyncio.timeout(10):

@@ -21,6 +21,7 @@ from vm_agent.auth.sessions import SessionStore
 from vm_agent.auth.tokens import AuthUnavailable, TokenRejected, TokenValidator
 from vm_agent.config import Settings
 from vm_agent.errors import Forbidden, ServiceUnavailable, Unauthorized
+from vm_agent.identity import Identity
 
 log = structlog.get_logger("vm_agent.auth")
 
@@ -30,7 +31,7 @@ ALL_KINDS = frozenset({"user", "management"})
 
 
 class Authenticator:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, identity: Identity) -> None:
         self.settings = settings
         self.jwks = JwksCache(
             settings.jwks_url,
@@ -38,7 +39,7 @@ class Authenticator:
             refetch_cooldown=settings.jwks_refetch_cooldown,
             fetch_timeout=settings.jwks_fetch_timeout,
         )
-        self.tokens = TokenValidator(settings, self.jwks)
+        self.tokens = TokenValidator(settings, self.jwks, identity)
         self.sessions = SessionStore(settings.session_ttl, settings.session_max_count)
 
     async def start(self) -> None:

@@ -15,6 +15,7 @@ import jwt
 from vm_agent.auth.jwks import JwksCache, JwksUnavailable
 from vm_agent.auth.principal import MANAGEMENT, USER, Principal
 from vm_agent.config import Settings
+from vm_agent.identity import Identity
 
 MANAGEMENT_AUDIENCE = "node-management"
 _FAMILY = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
@@ -46,9 +47,10 @@ class AuthUnavailable(Exception):
 
 
 class TokenValidator:
-    def __init__(self, settings: Settings, jwks: JwksCache) -> None:
+    def __init__(self, settings: Settings, jwks: JwksCache, identity: Identity) -> None:
         self._settings = settings
         self._jwks = jwks
+        self._identity = identity
 
     async def validate(self, token: str) -> Principal:
         settings = self._settings
@@ -98,12 +100,11 @@ class TokenValidator:
         raise TokenRejected(f"signature verification failed: {last_error}", code="bad_signature")
 
     def _principal(self, claims: dict[str, Any]) -> Principal:
-        settings = self._settings
         audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
         kind = MANAGEMENT if MANAGEMENT_AUDIENCE in audiences else USER
         node = claims.get("node")
         workspace = claims.get("workspace")
-        if node is not None and node != settings.node_id:
+        if node is not None and node != self._identity.node_id:
             raise TokenRejected(f"token is for node {str(node)[:64]!r}", status=403, code="wrong_node")
         if kind == MANAGEMENT and node is None:
             raise TokenRejected("management token without node claim", code="missing_claim")

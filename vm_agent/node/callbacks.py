@@ -18,6 +18,7 @@ import structlog
 
 from vm_agent import __version__
 from vm_agent.config import Settings
+from vm_agent.identity import Identity
 from vm_agent.node import sysinfo
 
 log = structlog.get_logger("vm_agent.callbacks")
@@ -28,9 +29,12 @@ class CallbackError(RuntimeError):
 
 
 class ControlPlaneClient:
-    def __init__(self, settings: Settings, active_workspaces: Callable[[], Awaitable[int]]) -> None:
+    def __init__(
+        self, settings: Settings, identity: Identity, active_workspaces: Callable[[], Awaitable[int]]
+    ) -> None:
         assert settings.control_plane_url
         self._settings = settings
+        self._identity = identity
         self._base = settings.control_plane_url.rstrip("/")
         self._token = settings.read_callback_token()
         self._active_workspaces = active_workspaces
@@ -55,7 +59,7 @@ class ControlPlaneClient:
     async def send_ready(self) -> None:
         """POST /api/nodes/{id}/ready until it succeeds."""
         delay = self._settings.ready_initial_backoff
-        path = f"/api/nodes/{self._settings.node_id}/ready"
+        path = f"/api/nodes/{self._identity.node_id}/ready"
         while True:
             try:
                 await self._post(path, {"agentVersion": __version__})
@@ -70,7 +74,7 @@ class ControlPlaneClient:
         memory = await asyncio.to_thread(sysinfo.memory)
         disk = await asyncio.to_thread(sysinfo.disk, "/")
         body = {
-            "nodeId": self._settings.node_id,
+            "nodeId": self._identity.node_id,
             "agentVersion": __version__,
             "activeWorkspaces": await self._active_workspaces(),
             "metrics": {
@@ -79,7 +83,7 @@ class ControlPlaneClient:
                 "diskPercent": disk["usedPercent"],
             },
         }
-        answer = await self._post(f"/api/nodes/{self._settings.node_id}/heartbeat", body)
+        answer = await self._post(f"/api/nodes/{self._identity.node_id}/heartbeat", body)
         refreshed = answer.get("refreshedToken")
         if isinstance(refreshed, str) and refreshed and refreshed != self._token:
             self._token = refreshed

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -33,7 +34,8 @@ def _count(app: web.Application, key: web.AppKey[Any]) -> int:
 
 async def health(request: web.Request) -> web.Response:
     app = request.app
-    report = await health_report(app[appkeys.SETTINGS].node_id, app[appkeys.HEALTH_CHECKS], {})
+    identity = app[appkeys.IDENTITY]
+    report = await health_report(identity.node_id, app[appkeys.HEALTH_CHECKS], {"identity": identity.to_json()})
     return web.json_response(report)
 
 
@@ -160,12 +162,18 @@ async def node_duties(app: web.Application) -> AsyncIterator[None]:
     )
     tasks: list[asyncio.Task[None]] = []
     if settings.control_plane_url and settings.read_callback_token():
-        client = ControlPlaneClient(settings, lambda: _active_workspaces(app))
+        client = ControlPlaneClient(settings, app[appkeys.IDENTITY], lambda: _active_workspaces(app))
         tasks.append(asyncio.create_task(client.run(), name="control-plane"))
+    identity = app[appkeys.IDENTITY]
+    tasks.append(asyncio.create_task(identity.watch(settings.identity_poll_interval), name="identity-watch"))
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, identity.request_reload)
     interval = systemd.watchdog_interval()
     if interval:
         tasks.append(asyncio.create_task(systemd.watchdog_loop(interval), name="watchdog"))
     yield
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
     for task in tasks:
         task.cancel()
     for task in tasks:
