@@ -34,24 +34,34 @@ async def _wait_healthy(url: str, process: asyncio.subprocess.Process) -> dict:
 
 
 class NotifySocket:
-    """A unix datagram socket standing in for systemd's $NOTIFY_SOCKET."""
+    """A unix datagram socket standing in for systemd's $NOTIFY_SOCKET, drained continuously
+    (as systemd does) so the daemon's watchdog pings never fill its queue."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(path))
         self.sock.setblocking(False)
+        self.seen: list[str] = []
+        self._arrived = asyncio.Condition()
+        self._reader = asyncio.create_task(self._drain())
 
-    async def receive(self) -> str:
+    async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(20):
-            return (await loop.sock_recv(self.sock, 4096)).decode()
+        while True:
+            state = (await loop.sock_recv(self.sock, 4096)).decode()
+            async with self._arrived:
+                self.seen.append(state)
+                self._arrived.notify_all()
 
     async def wait_for(self, state: str) -> list[str]:
-        seen = []
-        while state not in seen:
-            seen.append(await self.receive())
-        return seen
+        async with asyncio.timeout(20), self._arrived:
+            await self._arrived.wait_for(lambda: state in self.seen)
+        return self.seen
+
+    def close(self) -> None:
+        self._reader.cancel()
+        self.sock.close()
 
 
 async def test_serve_notifies_systemd_and_drains_on_sigterm(tmp_path):
@@ -71,6 +81,9 @@ async def test_serve_notifies_systemd_and_drains_on_sigterm(tmp_path):
         "NOTIFY_SOCKET": str(notify.path),
         "WATCHDOG_USEC": "200000",
         "GRACEFUL_SHUTDOWN_TIMEOUT": "5s",
+        "IDENTITY_FILE": str(tmp_path / "identity.json"),
+        "IDENTITY_POLL_INTERVAL": "1h",
+        "LOG_FORMAT": "json",
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "vm_agent", "serve", env=env, stderr=asyncio.subprocess.PIPE
@@ -107,7 +120,7 @@ async def test_serve_notifies_systemd_and_drains_on_sigterm(tmp_path):
             process.kill()
             await process.wait()
         await jwks_runner.cleanup()
-        notify.sock.close()
+        notify.close()
 
 
 async def test_dev_prints_tokens_that_work(tmp_path):

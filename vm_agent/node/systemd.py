@@ -1,6 +1,6 @@
 """sd_notify without libsystemd: READY=1, WATCHDOG=1, STOPPING=1 over $NOTIFY_SOCKET.
 
-A datagram to a unix socket never blocks meaningfully, so this is called from the loop.
+Called from the event loop, so the socket is non-blocking: a full queue drops the message.
 """
 
 from __future__ import annotations
@@ -22,10 +22,14 @@ def notify(state: str) -> bool:
     if address.startswith("@"):
         address = "\0" + address[1:]
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        # Non-blocking: if the receiver's queue is full, drop this ping rather than stall the loop.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK) as sock:
             sock.connect(address)
-            sock.sendall(state.encode())
+            sock.send(state.encode())
         return True
+    except BlockingIOError:
+        log.warning("sd_notify_dropped", state=state, reason="notify socket queue is full")
+        return False
     except OSError as exc:
         log.warning("sd_notify_failed", state=state, error=str(exc))
         return False
