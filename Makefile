@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast lint format bench stress agents docker clean
+.PHONY: run test test-fast lint format bench stress agents docker image-check clean
 
 $(BIN)/python:
 	@bash scripts/bootstrap-python.sh "$(PYTHON)" "$(VENV)"
@@ -37,6 +37,11 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check vm_agent tests bench
+
+## image-check: bake the package into a Debian container with cloud-init's steps and check it (root, Docker)
+image-check: $(STAMP)
+	@bash scripts/start-dockerd.sh
+	@bash scripts/image-check.sh
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
