@@ -131,7 +131,8 @@ class JournaldLogSource:
     async def query(
         self, limit: int, cursor: str | None, level: str | None, since: float | None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        args = ["--reverse", "--lines", str(limit + 1)]
+        # One extra to know whether an older page exists, and one for the cursor's own entry.
+        args = ["--reverse", "--lines", str(limit + 1 + (1 if cursor else 0))]
         if cursor:
             # With --reverse, --cursor walks backwards from the cursor; the entry itself is dropped below.
             args += ["--cursor", cursor]
