@@ -17,12 +17,14 @@ from vm_agent import appkeys, wsutil
 from vm_agent.agents.http import setup as setup_agents
 from vm_agent.auth.authenticator import Authenticator
 from vm_agent.config import Settings
+from vm_agent.console.http import setup as setup_console
 from vm_agent.errors import error_middleware
 from vm_agent.identity import Identity
 from vm_agent.logs import LogRing, get_ring
 from vm_agent.node.http import setup as setup_node
 from vm_agent.node.metrics_http import latency_middleware
 from vm_agent.node.metrics_http import setup as setup_metrics
+from vm_agent.node.openapi_http import setup as setup_openapi
 from vm_agent.store import Store
 from vm_agent.tabs import TabStore
 from vm_agent.terminal.ws import setup as setup_terminals
@@ -78,5 +80,7 @@ def build_app(settings: Settings, *, log_ring: LogRing | None = None) -> web.App
     setup_workspaces(app)
     setup_terminals(app)
     setup_agents(app)
+    setup_openapi(app)
     setup_metrics(app)
+    setup_console(app)
     return app

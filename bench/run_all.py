@@ -1,0 +1,132 @@
+"""Run every benchmark under bench/ and print one table: each target beside the figure measured.
+
+    .venv/bin/python bench/run_all.py [--full] [--only NAME ...] [--timeout SECONDS]
+
+Each bench/*.py runs as its own process (one at a time: they measure wall-clock rates on a
+shared machine), with `--quick` when it offers that flag unless `--full` is given. Its own table
+is printed as it comes; the combined table at the end picks, for every target of the issues,
+the row of that script's output that carries the figure (by the row's label), so the figures
+stay exactly as the benchmark printed them, peers and ratios included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Target:
+    script: str
+    what: str
+    target: str
+    row: str  # regex (case-insensitive) for the output line holding the figure
+
+
+TARGETS = [
+    Target("terminal", "output throughput, text lines", ">= 90% of raw PTY", r"lines"),
+    Target("terminal", "output throughput, one long line", ">= 70% of raw PTY", r"one.?line|long line|-w 0"),
+    Target("terminal", "keystroke echo latency", "p50 <= 250 us, p99 <= 1 ms", r"echo"),
+    Target("terminal", "daemon RSS per idle session", "<= 40 KB", r"idle|per session"),
+    Target("terminal", "open 200 sessions", "<= 0.5 s", r"\b200\b"),
+    Target("terminal", "open 1,000 sessions", "<= 3 s", r"\b1,?000\b"),
+    Target("terminal", "client stalls while the program prints 90 MB", "<= log cap, program not held", r"stall"),
+    Target("terminal", "reattach replay of 1 MiB", "<= 20 ms", r"replay"),
+    Target("agents", "notifications/s to one viewer", ">= 50,000/s, 0 reorderings", r"1 viewer|one viewer|→ 1\b"),
+    Target("agents", "notifications/s to each of 10 viewers", ">= 20,000/s each, 0 reorderings",
+           r"10 viewers|→ 10\b"),
+    Target("agents", "latency added per prompt (fake agent)", "<= 2 ms", r"added by the gateway"),
+    Target("agents_latency", "latency added per prompt (real pi)", "<= 2 ms", r"added by the gateway"),
+    Target("workspaces", "POST /workspaces -> running vs docker run", "<= peer x 1.10 + 100 ms", r"ratio|target"),
+    Target("workspaces", "daemon memory per workspace", "(reported)", r"memory"),
+    Target("startup", "start-up to healthy", "(reported)", r"start-up"),
+    Target("startup", "idle RSS", "(reported)", r"idle RSS"),
+]
+
+
+@dataclass
+class Run:
+    name: str
+    status: str
+    seconds: float
+    output: str
+
+
+def scripts(only: list[str]) -> list[Path]:
+    found = sorted(p for p in BENCH.glob("*.py") if p.name != Path(__file__).name and not p.name.startswith("_"))
+    return [p for p in found if not only or p.stem in only]
+
+
+def supports_quick(path: Path) -> bool:
+    return '"--quick"' in path.read_text(errors="replace")
+
+
+def run(path: Path, quick: bool, timeout: float) -> Run:
+    argv = [sys.executable, str(path)] + (["--quick"] if quick and supports_quick(path) else [])
+    print(f"\n=== {path.stem} ({' '.join(argv[1:])}) ===", flush=True)
+    started = time.monotonic()
+    lines: list[str] = []
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                cwd=BENCH.parent, bufsize=1)
+        assert proc.stdout is not None
+        deadline = started + timeout
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+            lines.append(line.rstrip("\n"))
+            if time.monotonic() > deadline:
+                proc.kill()
+                break
+        code = proc.wait(timeout=max(deadline - time.monotonic(), 1))
+        status = "ok" if code == 0 else ("timeout" if time.monotonic() > deadline else f"exit {code}")
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        status = "timeout"
+    return Run(path.stem, status, time.monotonic() - started, "\n".join(lines))
+
+
+def figure(target: Target, runs: dict[str, Run]) -> str:
+    result = runs.get(target.script)
+    if result is None:
+        return "(benchmark not present)" if not (BENCH / f"{target.script}.py").exists() else "(not run)"
+    pattern = re.compile(target.row, re.IGNORECASE)
+    rows = [line for line in result.output.splitlines()
+            if pattern.search(line) and not line.lower().startswith(("targets", "target:"))]
+    if not rows:
+        return f"(no such row; run {result.status})"
+    return " ".join(rows[0].split())[:110]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="do not pass --quick to the benchmarks")
+    parser.add_argument("--only", nargs="*", default=[], help="benchmark names (file stems) to run")
+    parser.add_argument("--timeout", type=float, default=1200, help="seconds allowed per benchmark")
+    args = parser.parse_args()
+
+    runs = {path.stem: run(path, not args.full, args.timeout) for path in scripts(args.only)}
+
+    print("\n=== all benchmarks ===")
+    print(f"{'benchmark':<16}{'status':<10}{'seconds':>8}")
+    for result in runs.values():
+        print(f"{result.name:<16}{result.status:<10}{result.seconds:>8.1f}")
+    print()
+    what_w = max(len(t.what) for t in TARGETS) + 2
+    target_w = max(len(t.target) for t in TARGETS) + 2
+    print(f"{'benchmark':<16}{'what':<{what_w}}{'target':<{target_w}}measured (row as printed)")
+    for target in TARGETS:
+        print(f"{target.script:<16}{target.what:<{what_w}}{target.target:<{target_w}}{figure(target, runs)}")
+    print("\nRates are wall-clock on this machine, with the peers measured in the same run; compare ratios.")
+    return 0 if all(r.status == "ok" for r in runs.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

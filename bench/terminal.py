@@ -1,0 +1,554 @@
+"""Terminal benchmark: vm-agent beside terminado and the raw PTY rate, measured in one run.
+
+    .venv/bin/python bench/terminal.py [--quick]
+
+Both servers run as their own processes, over TLS with the same certificate, serving the same
+shell (/bin/sh, empty HOME) to the same client code in this process. The raw PTY figure is the
+same command read straight from a PTY by a minimal reader: the ceiling. Prints a table; no
+assertions. `--quick` uses ~20 MB instead of ~90 MB and skips the 1,000-session row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import socket
+import ssl
+import statistics
+import struct
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import ptyprocess
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from vm_agent.devkeys import DEV_ISSUER, DevKey, serve_jwks
+
+SHELL = "/bin/sh"
+DONE = "__BENCH" + "DONE__"
+DONE_CMD = "printf '%s%s\\n' __BENCH DONE__"
+MB = 1_000_000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+# ---------------------------------------------------------------------- raw PTY ceiling
+def raw_pty_rate(command: str, cwd: Path) -> float:
+    """Bytes/s of `command`'s output read straight from a PTY with 64 KiB reads."""
+    started = time.perf_counter()
+    proc = ptyprocess.PtyProcess.spawn([SHELL, "-c", command], cwd=str(cwd), dimensions=(24, 80))
+    total = 0
+    while True:
+        try:
+            chunk = os.read(proc.fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        total += len(chunk)
+    elapsed = time.perf_counter() - started
+    proc.close(force=True)
+    return total / elapsed
+
+
+# ---------------------------------------------------------------------- clients
+class Term:
+    """One terminal as seen by a client; subclasses speak each server's protocol."""
+
+    ws: aiohttp.ClientWebSocketResponse
+
+    async def send(self, text: str) -> None:
+        raise NotImplementedError
+
+    def texts(self, raw: str) -> list[str]:
+        raise NotImplementedError
+
+    async def read_until(self, needle: str, timeout: float = 600) -> int:
+        """Read output until `needle` appears; returns the number of characters read."""
+        count = 0
+        tail = ""
+        async with asyncio.timeout(timeout):
+            while True:
+                msg = await self.ws.receive()
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    raise ConnectionError(f"socket ended: {msg.type}")
+                for text in self.texts(msg.data):
+                    count += len(text)
+                    window = tail + text
+                    if needle in window:
+                        return count
+                    tail = window[-64:]
+
+
+class VmAgentTerm(Term):
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, session_id: str) -> None:
+        self.ws = ws
+        self.session_id = session_id
+
+    async def send(self, text: str) -> None:
+        await self.ws.send_str(json.dumps({"type": "input", "sessionId": self.session_id, "data": {"data": text}}))
+
+    def texts(self, raw: str) -> list[str]:
+        message = json.loads(raw)
+        if message["type"] in ("output", "scrollback"):
+            return [message["data"]["data"]]
+        return []
+
+
+class TerminadoTerm(Term):
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+
+    async def send(self, text: str) -> None:
+        await self.ws.send_str(json.dumps(["stdin", text]))
+
+    def texts(self, raw: str) -> list[str]:
+        message = json.loads(raw)
+        return [message[1]] if message[0] == "stdout" else []
+
+
+class Peer:
+    name = ""
+    pid = 0
+
+    def __init__(self, http: aiohttp.ClientSession, port: int) -> None:
+        self.http = http
+        self.port = port
+        self._count = 0
+
+    async def open(self) -> Term:
+        raise NotImplementedError
+
+    async def open_many(self, count: int) -> Callable[[], Awaitable[None]]:
+        """Open `count` sessions; returns a coroutine function that closes them."""
+        raise NotImplementedError
+
+    async def reattach_elapsed(
+        self, name: str, prepare: Callable[[Term], Awaitable[None]]
+    ) -> tuple[float, int, float | None]:
+        """(connect + replay seconds, bytes replayed, replay seconds on an open socket or None)."""
+        raise NotImplementedError
+
+    async def stalled(self, command: str) -> asyncio.StreamWriter:
+        raise NotImplementedError
+
+
+class VmAgent(Peer):
+    name = "vm-agent"
+
+    def __init__(self, http: aiohttp.ClientSession, port: int, token: str) -> None:
+        super().__init__(http, port)
+        self.token = token
+        self.url = f"wss://127.0.0.1:{port}/terminal/ws/multi?token={token}"
+
+    async def _socket(self) -> aiohttp.ClientWebSocketResponse:
+        return await self.http.ws_connect(self.url, max_msg_size=0)
+
+    async def open(self, session_id: str | None = None) -> VmAgentTerm:
+        self._count += 1
+        session_id = session_id or f"bench-{self._count}"
+        ws = await self._socket()
+        create = {"sessionId": session_id, "rows": 24, "cols": 80}
+        await ws.send_str(json.dumps({"type": "create_session", "data": create}))
+        return VmAgentTerm(ws, session_id)
+
+    async def open_many(self, count: int) -> Callable[[], Awaitable[None]]:
+        ws = await self._socket()
+        base = self._count = self._count + 1
+        for i in range(count):
+            create = {"sessionId": f"many-{base}-{i}", "rows": 24, "cols": 80}
+            await ws.send_str(json.dumps({"type": "create_session", "data": create}))
+        await _count_messages(ws, "session_created", count)
+
+        async def close() -> None:
+            for i in range(count):
+                await ws.send_str(json.dumps({"type": "close_session", "data": {"sessionId": f"many-{base}-{i}"}}))
+            await _count_messages(ws, "session_closed", count)
+            await ws.close()
+
+        return close
+
+    async def reattach_elapsed(
+        self, name: str, prepare: Callable[[Term], Awaitable[None]]
+    ) -> tuple[float, int, float | None]:
+        first = await self.open(name)
+        await prepare(first)
+        await first.ws.close()
+        started = time.perf_counter()
+        ws = await self._socket()
+        connected = time.perf_counter()
+        await ws.send_str(json.dumps({"type": "reattach_session", "data": {"sessionId": name, "rows": 24, "cols": 80}}))
+        while True:
+            message = json.loads((await ws.receive()).data)
+            if message["type"] == "scrollback":
+                done = time.perf_counter()
+                size = message["data"]["next"] - message["data"]["offset"]
+                await ws.close()
+                return done - started, size, done - connected
+
+    async def stalled(self, command: str) -> asyncio.StreamWriter:
+        create = {"type": "create_session", "data": {"sessionId": "stalled", "rows": 24, "cols": 80}}
+        typed = {"type": "input", "sessionId": "stalled", "data": {"data": command + "\r"}}
+        return await raw_stalled_client(self.port, f"/terminal/ws/multi?token={self.token}", [create, typed])
+
+
+class Terminado(Peer):
+    name = "terminado"
+
+    async def open(self) -> TerminadoTerm:
+        ws = await self.http.ws_connect(f"wss://127.0.0.1:{self.port}/websocket", max_msg_size=0)
+        return TerminadoTerm(ws)
+
+    async def open_many(self, count: int) -> Callable[[], Awaitable[None]]:
+        gate = asyncio.Semaphore(64)  # tornado's accept backlog is 128
+
+        async def one() -> aiohttp.ClientWebSocketResponse:
+            async with gate:
+                ws = await self.http.ws_connect(f"wss://127.0.0.1:{self.port}/websocket", max_msg_size=0)
+                while json.loads((await ws.receive()).data)[0] != "setup":
+                    pass
+                return ws
+
+        sockets = await asyncio.gather(*(one() for _ in range(count)))
+
+        async def close() -> None:
+            await asyncio.gather(*(ws.close() for ws in sockets))
+
+        return close
+
+    async def reattach_elapsed(
+        self, name: str, prepare: Callable[[Term], Awaitable[None]]
+    ) -> tuple[float, int, float | None]:
+        url = f"wss://127.0.0.1:{self.port}/named/{name}"
+        first = TerminadoTerm(await self.http.ws_connect(url, max_msg_size=0))
+        await prepare(first)
+        await first.ws.close()
+        started = time.perf_counter()
+        ws = await self.http.ws_connect(url, max_msg_size=0)
+        while True:
+            message = json.loads((await ws.receive()).data)
+            if message[0] == "stdout":
+                elapsed = time.perf_counter() - started
+                await ws.close()
+                return elapsed, len(message[1].encode()), None  # terminado replays during the handshake
+
+    async def stalled(self, command: str) -> asyncio.StreamWriter:
+        return await raw_stalled_client(self.port, "/websocket", [["stdin", command + "\r"]])
+
+
+async def _count_messages(ws: aiohttp.ClientWebSocketResponse, kind: str, count: int) -> None:
+    seen = 0
+    while seen < count:
+        message = json.loads((await ws.receive()).data)
+        if message["type"] == kind:
+            seen += 1
+        elif message["type"] == "error":
+            raise RuntimeError(message)
+
+
+def _frame(text: str) -> bytes:
+    payload = text.encode()
+    mask = os.urandom(4)
+    size = bytes([0x80 | len(payload)]) if len(payload) < 126 else b"\xfe" + struct.pack("!H", len(payload))
+    return b"\x81" + size + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def raw_stalled_client(port: int, path: str, messages: list) -> asyncio.StreamWriter:
+    """A WebSocket client that sends `messages` and then never reads again."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    reader, writer = await asyncio.open_connection(sock=sock, ssl=context, server_hostname="127.0.0.1", limit=4096)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    await reader.readuntil(b"\r\n\r\n")
+    await asyncio.sleep(0.5)  # let the session come up before typing
+    for message in messages:
+        writer.write(_frame(json.dumps(message)))
+    await writer.drain()
+    return writer
+
+
+# ---------------------------------------------------------------------- servers
+TERMINADO_SERVER = textwrap.dedent(
+    """
+    import sys, ssl, tornado.ioloop, tornado.web, terminado
+    port, cert, key, shell = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+    unique = terminado.UniqueTermManager(shell_command=[shell, "-l"])
+    named = terminado.NamedTermManager(shell_command=[shell, "-l"])
+    app = tornado.web.Application([
+        (r"/websocket", terminado.TermSocket, {"term_manager": unique}),
+        (r"/named/(\\w+)", terminado.TermSocket, {"term_manager": named}),
+    ])
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    app.listen(port, "127.0.0.1", ssl_options=context)
+    print("ready", flush=True)
+    tornado.ioloop.IOLoop.current().start()
+    """
+)
+
+
+async def wait_ready(http: aiohttp.ClientSession, url: str) -> None:
+    async with asyncio.timeout(30):
+        while True:
+            try:
+                async with http.get(url) as response:
+                    if response.status < 500:
+                        return
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.05)
+
+
+# ---------------------------------------------------------------------- measurements
+async def ready(term: Term) -> None:
+    await term.send("printf '%s%s\\n' RE ADY\r")
+    await term.read_until("READY")
+
+
+async def throughput(peer: Peer, command: str) -> float:
+    term = await peer.open()
+    await ready(term)
+    started = time.perf_counter()
+    await term.send(f"{command}; {DONE_CMD}\r")
+    count = await term.read_until(DONE)
+    rate = count / (time.perf_counter() - started)
+    await term.ws.close()
+    return rate
+
+
+async def echo_latency(peer: Peer, keys: int) -> tuple[float, float]:
+    term = await peer.open()
+    await ready(term)
+    await term.send("cat\r")
+    await term.send("x")
+    await term.read_until("x")
+    samples = []
+    for i in range(keys):
+        key = "ab"[i % 2]
+        started = time.perf_counter()
+        await term.send(key)
+        await term.read_until(key, timeout=10)
+        samples.append(time.perf_counter() - started)
+    await term.ws.close()
+    samples.sort()
+    return statistics.median(samples), samples[int(len(samples) * 0.99)]
+
+
+async def open_sessions(peer: Peer, count: int) -> tuple[float, float]:
+    """Seconds to open `count` sessions, and daemon RSS bytes per open idle session."""
+    before = rss_bytes(peer.pid)
+    started = time.perf_counter()
+    close = await peer.open_many(count)
+    elapsed = time.perf_counter() - started
+    await asyncio.sleep(1.0)  # shells print their prompt and go idle
+    per_session = (rss_bytes(peer.pid) - before) / count
+    await close()
+    return elapsed, per_session
+
+
+async def stalled_client(peer: Peer, data: Path, work: Path) -> tuple[float, float, bool]:
+    """RSS growth (bytes) and program run time (s) while a client that never reads is attached."""
+    done = work / f"stall-{peer.name}"
+    before = rss_bytes(peer.pid)
+    peak = before
+    started = time.perf_counter()
+    writer = await peer.stalled(f"base64 -w 100 {data}; touch {done}")
+    finished = True
+    try:
+        async with asyncio.timeout(180):
+            while not done.exists():
+                peak = max(peak, rss_bytes(peer.pid))
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        finished = False
+    elapsed = time.perf_counter() - started
+    peak = max(peak, rss_bytes(peer.pid))
+    writer.close()
+    return peak - before, elapsed, finished
+
+
+async def replay(peer: Peer, data_1m: Path) -> tuple[float, int, float | None]:
+    async def prepare(term: Term) -> None:
+        await ready(term)
+        await term.send(f"base64 -w 100 {data_1m}; {DONE_CMD}\r")
+        await term.read_until(DONE)
+
+    return await peer.reattach_elapsed(f"replay{peer.name.replace('-', '')}", prepare)
+
+
+# ---------------------------------------------------------------------- main
+async def main(quick: bool) -> None:
+    size = 15 * MB if quick else int(67.5 * MB)  # base64 makes it 4/3 larger: ~20 / ~90 MB
+    keys = 500 if quick else 2000
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        home = tmp / "home"
+        home.mkdir()
+        data = tmp / "data.bin"
+        data.write_bytes(os.urandom(size))
+        data_1m = tmp / "data1m.bin"
+        data_1m.write_bytes(os.urandom(800_000))  # ~1.08 MB of base64 lines on the terminal
+
+        key = DevKey.load_or_create(tmp / "key")
+        jwks_runner, jwks_url = await serve_jwks(key)
+        agent_port, tornado_port = free_port(), free_port()
+        state = tmp / "state"
+        env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(home),
+            "LANG": "C.UTF-8",
+            "VM_AGENT_STATE_DIR": str(state),
+            "VM_AGENT_HOST": "127.0.0.1",
+            "VM_AGENT_PORT": str(agent_port),
+            "JWKS_ENDPOINT": jwks_url,
+            "JWT_ISSUER": DEV_ISSUER,
+            "NODE_ID": "bench",
+            "DEFAULT_SHELL": SHELL,
+            "HOST_WORKSPACE_DIR": str(home),
+            "LOG_LEVEL": "warn",
+            "PTY_MAX_SESSIONS_PER_USER": "2000",
+        }
+        agent = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "vm_agent", "serve", env=env, stderr=asyncio.subprocess.DEVNULL
+        )
+        results: dict[str, dict[str, str]] = {}
+        http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False, limit=0))
+        try:
+            await wait_ready(http, f"https://127.0.0.1:{agent_port}/health")
+            cert, cert_key = state / "tls" / "cert.pem", state / "tls" / "key.pem"
+            tornado = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                TERMINADO_SERVER,
+                str(tornado_port),
+                str(cert),
+                str(cert_key),
+                SHELL,
+                env=env,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            assert tornado.stdout is not None
+            await tornado.stdout.readline()
+            vm = VmAgent(http, agent_port, key.mint(kind="user", workspace="host", user="bench"))
+            vm.pid = agent.pid
+            td = Terminado(http, tornado_port)
+            td.pid = tornado.pid
+            peers: list[Peer] = [td, vm]
+            results = await measure(peers, data, size, data_1m, tmp, keys, quick)
+            tornado.terminate()
+            await tornado.wait()
+        finally:
+            await http.close()
+            agent.terminate()
+            await agent.wait()
+            await jwks_runner.cleanup()
+    print_table(results, size * 4 // 3 / MB)
+
+
+async def measure(
+    peers: list[Peer], data: Path, data_bytes: int, data_1m: Path, tmp: Path, keys: int, quick: bool
+) -> dict:
+    rows: dict[str, dict[str, str]] = {}
+    lines_cmd, one_cmd = f"base64 -w 100 {data}", f"base64 -w 0 {data}"
+    raw_lines = await asyncio.to_thread(raw_pty_rate, f"{lines_cmd}; {DONE_CMD}", tmp)
+    raw_one = await asyncio.to_thread(raw_pty_rate, f"{one_cmd}; {DONE_CMD}", tmp)
+    rows["throughput, text lines (MB/s)"] = {"raw PTY": f"{raw_lines / MB:.1f}"}
+    rows["throughput, one long line (MB/s)"] = {"raw PTY": f"{raw_one / MB:.1f}"}
+    for peer in peers:
+        await _guard(rows, peer.name, "throughput", _throughputs(rows, peer, lines_cmd, one_cmd, raw_lines, raw_one))
+        await _guard(rows, peer.name, "echo", _echo(rows, peer, keys))
+        await _guard(rows, peer.name, "open 200", _open(rows, peer, 200))
+        if not quick:
+            await _guard(rows, peer.name, "open 1,000", _open(rows, peer, 1000))
+        await _guard(rows, peer.name, "stall", _stall(rows, peer, data, data_bytes, tmp))
+        await _guard(rows, peer.name, "replay", _replay(rows, peer, data_1m))
+    return rows
+
+
+async def _guard(rows: dict, peer: str, what: str, run: Awaitable[None]) -> None:
+    """One measurement failing (a peer that cannot do it) must not lose the others."""
+    try:
+        await run
+    except Exception as exc:
+        rows.setdefault(f"{what}: failed", {})[peer] = f"{type(exc).__name__}"[:28]
+
+
+async def _throughputs(rows: dict, peer: Peer, lines_cmd: str, one_cmd: str, raw_lines: float, raw_one: float) -> None:
+    lines = await throughput(peer, lines_cmd)
+    rows["throughput, text lines (MB/s)"][peer.name] = f"{lines / MB:.1f} ({lines / raw_lines:.0%} of raw)"
+    one = await throughput(peer, one_cmd)
+    rows["throughput, one long line (MB/s)"][peer.name] = f"{one / MB:.1f} ({one / raw_one:.0%} of raw)"
+
+
+async def _echo(rows: dict, peer: Peer, keys: int) -> None:
+    p50, p99 = await echo_latency(peer, keys)
+    rows.setdefault(f"echo latency p50 / p99 over {keys} keys (us)", {})[peer.name] = (
+        f"{p50 * 1e6:.0f} / {p99 * 1e6:.0f}"
+    )
+
+
+async def _open(rows: dict, peer: Peer, count: int) -> None:
+    seconds, per_session = await open_sessions(peer, count)
+    rows.setdefault(f"open {count:,} sessions (s)", {})[peer.name] = f"{seconds:.2f}"
+    if count == 200:
+        rows.setdefault("daemon RSS per idle session (KB)", {})[peer.name] = f"{per_session / 1000:.1f}"
+
+
+async def _stall(rows: dict, peer: Peer, data: Path, data_bytes: int, tmp: Path) -> None:
+    growth, elapsed, finished = await stalled_client(peer, data, tmp)
+    held = "not held" if finished else "HELD: unfinished at 180 s"
+    rows.setdefault("stalled client: daemon RSS growth (MB)", {})[peer.name] = f"{growth / MB:.1f}"
+    rows.setdefault("stalled client: program run time (s)", {})[peer.name] = (
+        f"{elapsed:.1f} ({data_bytes * 4 / 3 / elapsed / MB:.0f} MB/s, {held})"
+    )
+
+
+async def _replay(rows: dict, peer: Peer, data_1m: Path) -> None:
+    seconds, replayed, replay_only = await replay(peer, data_1m)
+    rows.setdefault("reconnect + replay of ~1 MiB: ms / bytes", {})[peer.name] = (
+        f"{seconds * 1000:.1f} / {replayed / 1024:.0f} KiB"
+    )
+    if replay_only is not None:
+        rows.setdefault("reattach replay of 1 MiB, socket open (ms)", {})[peer.name] = f"{replay_only * 1000:.1f}"
+
+
+def print_table(rows: dict[str, dict[str, str]], megabytes: float) -> None:
+    columns = ["raw PTY", "terminado", "vm-agent"]
+    print(f"terminal benchmark: {megabytes:.0f} MB of output per throughput run, shell {SHELL}, TLS for both servers")
+    print(f"{'metric':<48}" + "".join(f"{c:>30}" for c in columns))
+    for metric, values in rows.items():
+        print(f"{metric:<48}" + "".join(f"{values.get(c, '-'):>30}" for c in columns))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="~20 MB runs, 500 keys, no 1,000-session row")
+    asyncio.run(main(parser.parse_args().quick))

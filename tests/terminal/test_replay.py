@@ -1,0 +1,141 @@
+"""Reattaching when the log no longer holds what the client asks for, and full-screen programs."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import shutil
+import socket
+import ssl
+import struct
+
+import pytest
+
+from tests.terminal.conftest import terminal_env, until
+
+SMALL_LOG = "65536"
+
+
+async def test_overwritten_offset_gives_gap_and_safe_start(make_daemon, connect, tmp_path) -> None:
+    daemon = await make_daemon(**terminal_env(tmp_path, PTY_OUTPUT_BUFFER_SIZE=SMALL_LOG))
+    done = tmp_path / "done"
+    client = await connect(daemon)
+    await client.create("g")
+    # ~300 KB of lines with multibyte characters, far more than the 64 KiB log keeps.
+    await client.type(
+        "g", f"p=$(printf '%0.sx' $(seq 80)); for i in $(seq 3000); do echo \"line-$i é€ $p\"; done; touch {done}\r"
+    )
+    await until(done.exists, timeout=60)
+    await client.close()
+
+    again = await connect(daemon)
+    await again.send("reattach_session", {"sessionId": "g", "rows": 24, "cols": 80, "offset": 0})
+    await again.expect("session_reattached", sessionId="g")
+    scrollback = (await again.expect("scrollback"))["data"]
+    assert scrollback["offset"] > 0
+    assert scrollback["gap"] == scrollback["offset"]  # asked for 0: everything before was lost
+    assert scrollback["next"] - scrollback["offset"] <= 65536
+    text = scrollback["data"]
+    assert "\ufffd" not in text
+    # Modes prefix (all defaults here), then the replay starts at the beginning of a line.
+    body = text.split("\x1b[?1016l", 1)[1]
+    assert body.startswith("line-")
+    assert "line-3000 é€" in text
+
+
+async def test_replay_inside_alt_screen_restores_modes_and_drops_queries(make_daemon, connect, tmp_path) -> None:
+    daemon = await make_daemon(**terminal_env(tmp_path, PTY_OUTPUT_BUFFER_SIZE=SMALL_LOG))
+    done = tmp_path / "done"
+    client = await connect(daemon)
+    await client.create("tui")
+    # A full-screen program: alternate screen, hidden cursor, app cursor keys, bracketed paste
+    # and SGR mouse, then lots of redraws (which push the mode switches out of the log) with a
+    # cursor-position query and a device-attributes query among them.
+    await client.type(
+        "tui",
+        "printf '\\033[?1049h\\033[?25l\\033[?1h\\033=\\033[?2004h\\033[?1000;1006h'; "
+        "for i in $(seq 4000); do printf '\\033[H\\033[2Jframe %s ok\\r\\n' $i; done; "
+        f"printf 'q1\\033[6nq2\\033[cq3\\n'; touch {done}; sleep 30\r",
+    )
+    await until(done.exists, timeout=60)
+    await client.until_output("tui", "q3")
+    await client.close()
+
+    again = await connect(daemon)
+    await again.send("reattach_session", {"sessionId": "tui", "rows": 24, "cols": 80})
+    await again.expect("session_reattached", sessionId="tui")
+    scrollback = (await again.expect("scrollback"))["data"]
+    text = scrollback["data"]
+    assert "gap" not in scrollback  # no offset asked: the retained buffer is the whole answer
+    assert scrollback["offset"] > 0
+    prefix = text[: text.index("frame")]
+    for mode in ("\x1b[?1049h", "\x1b[?25l", "\x1b[?1h", "\x1b=", "\x1b[?2004h", "\x1b[?1000h", "\x1b[?1006h"):
+        assert mode in prefix
+    assert "q1q2q3" in text  # the queries were left out
+    assert "\x1b[6n" not in text and "\x1b[c" not in text
+
+
+@pytest.mark.skipif(shutil.which("vim") is None, reason="vim is not installed")
+async def test_reattach_inside_vim_switches_to_the_alternate_screen(term_daemon, connect) -> None:
+    client = await connect(term_daemon)
+    await client.create("vim")
+    await client.type("vim", "vim -u NONE -N -c 'set t_ti=\\e[?1049h t_te=\\e[?1049l' notes.txt\r")
+    await client.until_output("vim", "[New")
+    await client.close()
+
+    again = await connect(term_daemon)
+    await again.send("reattach_session", {"sessionId": "vim", "rows": 24, "cols": 80})
+    scrollback = (await again.expect("scrollback"))["data"]["data"]
+    # the whole log is retained here, so the switch is replayed as the program sent it
+    assert "\x1b[?1049h" in scrollback
+    assert "\x1b[6n" not in scrollback and "\x1b]11;?" not in scrollback  # vim's queries
+    assert "[New" in scrollback
+
+
+def _ws_frame(text: str) -> bytes:
+    payload = text.encode()
+    mask = os.urandom(4)
+    size = bytes([0x80 | len(payload)]) if len(payload) < 126 else b"\xfe" + struct.pack("!H", len(payload))
+    header = b"\x81" + size
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def _stalled_client(daemon, first_message: str) -> asyncio.StreamWriter:
+    """A WebSocket client that sends one message and then never reads (small receive buffer)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", daemon.port))
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    reader, writer = await asyncio.open_connection(sock=sock, ssl=context, server_hostname="127.0.0.1")
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        f"GET /terminal/ws/multi?token={daemon.token()} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
+    writer.write(_ws_frame(first_message))
+    await writer.drain()
+    return writer
+
+
+async def test_a_socket_that_stops_reading_holds_back_neither_program_nor_others(
+    term_daemon, connect, tmp_path
+) -> None:
+    done = tmp_path / "done"
+    watcher = await connect(term_daemon)
+    await watcher.create("flood")
+    stalled = await _stalled_client(
+        term_daemon, '{"type":"reattach_session","data":{"sessionId":"flood","rows":24,"cols":80}}'
+    )
+    # 6 MB of output: far beyond every socket and kernel buffer of the stalled reader.
+    await watcher.type("flood", f"head -c 4500000 /dev/zero | base64 -w 100; touch {done}; echo E''ND\r")
+    await until(done.exists, timeout=60)  # the program was never blocked
+    text = await watcher.until_output("flood", "\nEND", timeout=60)  # the live watcher got it all
+    assert text.count("A" * 100) >= 59000
+    assert "gap" not in str([m["data"].keys() for m in watcher.messages if m["type"] == "output"])
+    stalled.close()

@@ -1,0 +1,210 @@
+"""An agent session's event history as an async iterator that survives dropped connections.
+
+The daemon numbers every event of a session (`seq`, from 1, increasing by one) and serves them
+as Server-Sent Events with `id: <seq>`. This iterator remembers the last seq it handed out;
+when the connection drops it reconnects with `?after=<seq>` and `Last-Event-ID`, and drops any
+event it has already delivered, so a consumer sees each event exactly once, in order, however
+often the network fails underneath it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from vm_agent.client._transport import Transport, translated_errors
+from vm_agent.client.errors import ClientError, ConnectionFailed, ProtocolError, RequestTimeout
+
+# Unnumbered messages every connection starts with; after a reconnect they would be repeats.
+RECONNECT_PREAMBLE = frozenset({"session_state", "session_replay_complete"})
+# An SSE line (one JSON event) can be megabytes: a tool result, a file the agent read.
+MAX_EVENT_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Event:
+    """One message of a session's history: `data` is exactly what the daemon sent."""
+
+    seq: int | None
+    data: dict[str, Any] = field(repr=False)
+
+    @property
+    def kind(self) -> str:
+        """`session_prompting`, `session/update:agent_message_chunk`, `prompt_result`, ..."""
+        if isinstance(self.data.get("type"), str):
+            return self.data["type"]
+        method = self.data.get("method")
+        if method == "session/update":
+            update = (self.data.get("params") or {}).get("update") or {}
+            return f"session/update:{update.get('sessionUpdate', '?')}"
+        if isinstance(method, str):
+            return method
+        if "result" in self.data:
+            return "prompt_result"
+        if "error" in self.data:
+            return "prompt_error"
+        return "unknown"
+
+    @property
+    def update(self) -> dict[str, Any]:
+        """The ACP `session/update` payload, or {} for any other event."""
+        if self.data.get("method") != "session/update":
+            return {}
+        update = (self.data.get("params") or {}).get("update")
+        return update if isinstance(update, dict) else {}
+
+    def text(self) -> str:
+        """The assistant text this event adds to the reply (empty for anything else)."""
+        update = self.update
+        if update.get("sessionUpdate") != "agent_message_chunk":
+            return ""
+        content = update.get("content")
+        if isinstance(content, dict) and content.get("type", "text") == "text":
+            return str(content.get("text", ""))
+        if isinstance(content, list):
+            return "".join(str(c.get("text", "")) for c in content if isinstance(c, dict))
+        return ""
+
+
+class _SseParser:
+    """Server-Sent Events framing: `field: value` lines, a blank line ends an event."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._data: list[str] = []
+        self._id: str | None = None
+        self._event: str | None = None
+
+    def feed(self, chunk: bytes) -> list[tuple[str | None, str | None, str]]:
+        self._buffer += chunk
+        if len(self._buffer) > MAX_EVENT_BYTES:
+            raise ProtocolError("an event from the daemon is larger than the client accepts")
+        out = []
+        while True:
+            end = self._buffer.find(b"\n")
+            if end < 0:
+                return out
+            line = self._buffer[:end].decode("utf-8", "replace").rstrip("\r")
+            del self._buffer[: end + 1]
+            if not line:
+                if self._data:
+                    out.append((self._id, self._event, "\n".join(self._data)))
+                self._data, self._event = [], None
+                continue
+            if line.startswith(":"):
+                continue  # comment / keepalive
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "data":
+                self._data.append(value)
+                self._buffer_check()
+            elif name == "id":
+                self._id = value
+            elif name == "event":
+                self._event = value
+
+    def _buffer_check(self) -> None:
+        if sum(len(d) for d in self._data) > MAX_EVENT_BYTES:
+            raise ProtocolError("an event from the daemon is larger than the client accepts")
+
+
+def _event_from(sse_id: str | None, data: str) -> Event:
+    try:
+        body = json.loads(data)
+    except ValueError:
+        raise ProtocolError(f"event is not JSON: {data[:80]!r}") from None
+    if not isinstance(body, dict):
+        raise ProtocolError("event is not a JSON object")
+    seq = body.get("seq")
+    if not isinstance(seq, int):
+        seq = int(sse_id) if sse_id and sse_id.isdigit() else None
+    return Event(seq, body)
+
+
+class EventStream:
+    """`async for event in client.events(after=N)`: history then live, resumed on reconnect.
+
+    Each connection starts with the unnumbered `session_state` and ends its replay with
+    `session_replay_complete`; those are passed on from the first connection only, so a consumer
+    never sees a reconnect. `reconnect_attempts` consecutive failures (with backoff doubling from `backoff` up to
+    `max_backoff`) end the iteration with `ConnectionFailed`; any successful connection resets the
+    count. Errors that retrying cannot fix (bad token, no such session) are raised at once.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        path: str,
+        after: int = 0,
+        *,
+        reconnect_attempts: int = 8,
+        backoff: float = 0.2,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self._transport = transport
+        self._path = path
+        self.last_seq = after
+        self.reconnects = 0
+        self._attempts = reconnect_attempts
+        self._backoff = backoff
+        self._max_backoff = max_backoff
+        self._iterator: AsyncIterator[Event] | None = None
+        self._connections = 0
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._iterator is None:
+            self._iterator = self._run()
+        return await self._iterator.__anext__()
+
+    async def aclose(self) -> None:
+        if self._iterator is not None:
+            await self._iterator.aclose()  # type: ignore[attr-defined]
+
+    async def _run(self) -> AsyncIterator[Event]:
+        failures = 0
+        while True:
+            try:
+                async with contextlib.aclosing(self._connect_once()) as connection:
+                    async for event in connection:
+                        failures = 0
+                        yield event
+                # The daemon ended the stream (it shut down or the session was deleted): resume.
+                failures += 1
+                error: ClientError = ConnectionFailed(f"event stream of {self._transport.where} ended")
+            except (ConnectionFailed, RequestTimeout) as exc:
+                failures += 1
+                error = exc
+            if failures > self._attempts:
+                raise error
+            self.reconnects += 1
+            await asyncio.sleep(min(self._max_backoff, self._backoff * 2 ** (failures - 1)))
+
+    async def _connect_once(self) -> AsyncIterator[Event]:
+        headers = {"Accept": "text/event-stream"}
+        if self.last_seq:
+            headers["Last-Event-ID"] = str(self.last_seq)
+        parser = _SseParser()
+        self._connections += 1
+        first = self._connections == 1
+        async with self._transport.stream(self._path, params={"after": self.last_seq}, headers=headers) as resp:
+            while True:
+                with translated_errors(self._transport.where):
+                    chunk = await resp.content.readany()
+                if not chunk:
+                    return
+                for sse_id, _event_name, data in parser.feed(chunk):
+                    event = _event_from(sse_id, data)
+                    if event.seq is not None:
+                        if event.seq <= self.last_seq:
+                            continue  # already delivered before the reconnect
+                        self.last_seq = event.seq
+                    elif not first and event.kind in RECONNECT_PREAMBLE:
+                        continue  # the consumer already saw where the history ends
+                    yield event

@@ -1,0 +1,1 @@
+"""The browser console: a small single-page client of the daemon's own public API."""

@@ -1,0 +1,219 @@
+"""One terminal WebSocket: limits, liveness, and a sender task per attached session.
+
+Why a sender task per (socket, session): each reads its own viewer (its own position in the
+session's log) and awaits its own socket writes. A slow socket therefore only delays itself;
+the PTY reader appends and returns, and other sockets send from their own positions. A write
+that stalls for longer than the read timeout means a dead peer: the socket is aborted and
+its client can resume from the last `next` it saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import structlog
+from aiohttp import WSMsgType, web
+
+from vm_agent.auth import Principal
+from vm_agent.config import Settings
+from vm_agent.errors import ApiError
+from vm_agent.terminal import protocol
+from vm_agent.terminal.manager import TerminalManager
+from vm_agent.terminal.output import Viewer
+from vm_agent.terminal.protocol import ProtocolError
+from vm_agent.terminal.session import TerminalSession
+
+log = structlog.get_logger("vm_agent.terminal")
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+
+
+class ConnectionGone(Exception):
+    """The peer can no longer be written to."""
+
+
+class TokenBucket:
+    """Inbound message rate limit: `rate` messages per second with bursts up to `burst`."""
+
+    def __init__(self, rate: float, burst: int, clock: Any = time.monotonic) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, float(burst))
+        self.tokens = self.capacity
+        self._clock = clock
+        self._last = clock()
+
+    def take(self) -> bool:
+        if self.rate <= 0:
+            return True
+        now = self._clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class TerminalConnection:
+    """Shared machinery of `/terminal/ws` and `/terminal/ws/multi`."""
+
+    allowed = protocol.MULTI_TYPES
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        request: web.Request,
+        manager: TerminalManager,
+        principal: Principal,
+        workspace_id: str,
+    ) -> None:
+        self.ws = ws
+        self.request = request
+        self.manager = manager
+        self.settings: Settings = manager.settings
+        self.principal = principal
+        self.workspace_id = workspace_id
+        self._pumps: dict[str, asyncio.Task[None]] = {}
+        self._bucket = TokenBucket(self.settings.terminal_ws_message_rate, self.settings.terminal_ws_message_burst)
+
+    # ------------------------------------------------------------------ main loop
+    async def run(self) -> None:
+        pinger = asyncio.get_running_loop().create_task(self._ping())
+        try:
+            await self.opened()
+            await self._receive_loop()
+        except ConnectionGone:
+            pass
+        finally:
+            pinger.cancel()
+            pumps = list(self._pumps.values())
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.gather(pinger, *pumps, return_exceptions=True)
+            await self.closed()
+            if not self.ws.closed:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.ws.close(), 2)
+
+    async def opened(self) -> None:
+        """Hook: the socket is open (the single endpoint creates its session here)."""
+
+    async def closed(self) -> None:
+        """Hook: the socket is gone and every pump has stopped."""
+
+    async def _receive_loop(self) -> None:
+        ws = self.ws
+        while not ws.closed:
+            try:
+                message = await ws.receive(timeout=self.settings.terminal_ws_read_timeout)
+            except TimeoutError:
+                log.info("terminal_socket_idle", workspace=self.workspace_id)
+                await self._close(CLOSE_GOING_AWAY, "read timeout")
+                return
+            if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                if not self._bucket.take():
+                    log.warning("terminal_socket_rate_limited", user=self.principal.user_id)
+                    await self._close(CLOSE_POLICY, "message rate limit exceeded")
+                    return
+                await self._dispatch(message.data)
+            else:  # CLOSE, CLOSING, CLOSED, ERROR (including 1009, sent by aiohttp itself)
+                return
+
+    async def _dispatch(self, raw: str | bytes) -> None:
+        try:
+            if isinstance(raw, bytes):
+                raise ProtocolError("invalid_message", "binary frames are not supported; send JSON text")
+            message = protocol.parse(raw, self.allowed)
+            await self.handle(message)
+        except ProtocolError as exc:
+            await self.send(protocol.error(exc.code, exc.message, exc.session_id))
+        except ApiError as exc:
+            await self.send(protocol.error(exc.code, exc.message, _session_of(raw)))
+
+    async def handle(self, message: protocol.ClientMessage) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ sending
+    async def send(self, text: str) -> None:
+        try:
+            async with asyncio.timeout(self.settings.terminal_ws_read_timeout):
+                await self.ws.send_str(text)
+        except TimeoutError:
+            log.warning("terminal_socket_send_stalled", workspace=self.workspace_id)
+            self._abort()
+            raise ConnectionGone from None
+        except (ConnectionError, RuntimeError):
+            raise ConnectionGone from None
+
+    def _abort(self) -> None:
+        transport = self.request.transport
+        if transport is not None:
+            transport.abort()
+
+    async def _close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), 2)
+
+    async def _ping(self) -> None:
+        interval = self.settings.terminal_ws_ping_interval
+        if interval <= 0:
+            return
+        while not self.ws.closed:
+            await asyncio.sleep(interval)
+            try:
+                await self.ws.ping()
+            except (ConnectionError, RuntimeError):
+                return
+
+    # ------------------------------------------------------------------ sessions
+    def follow(self, session: TerminalSession, viewer: Viewer) -> None:
+        """Start sending `session`'s output from `viewer`'s position (viewer already attached)."""
+        task = asyncio.get_running_loop().create_task(self._pump(session, viewer))
+        self._pumps[session.id] = task
+
+    async def unfollow(self, session_id: str) -> None:
+        task = self._pumps.pop(session_id, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _pump(self, session: TerminalSession, viewer: Viewer) -> None:
+        try:
+            while True:
+                chunk = await viewer.next()
+                if chunk is None:
+                    break
+                await self.send(protocol.output(session.id, chunk))
+            await self.send(session_closed(session))
+            await self.session_ended(session)
+        except ConnectionGone:
+            pass
+        finally:
+            if self._pumps.get(session.id) is asyncio.current_task():
+                del self._pumps[session.id]
+            self.manager.detach(session)
+
+    async def session_ended(self, session: TerminalSession) -> None:
+        """Hook: `session_closed` was sent for a session this socket followed."""
+
+
+def session_closed(session: TerminalSession) -> str:
+    reason = session.close_reason or "process_exit"
+    data: dict[str, Any] = {"sessionId": session.id, "reason": reason}
+    if reason == "process_exit" and session.exit_code is not None:
+        data["exitCode"] = session.exit_code
+    return protocol.encode("session_closed", data, session.id)
+
+
+def _session_of(raw: str | bytes) -> str | None:
+    """Best effort: the session a failed request named, for the `error` reply."""
+    try:
+        message = protocol.parse(raw, protocol.MULTI_TYPES)
+        return message.target
+    except ProtocolError:
+        return None

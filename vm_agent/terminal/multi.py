@@ -1,0 +1,148 @@
+"""`/terminal/ws/multi` and `/terminal/ws`: what each client message does.
+
+Handlers validate the message, call the manager or session, and answer; the connection base
+class owns limits, liveness and the per-session senders.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from vm_agent.errors import ApiError
+from vm_agent.terminal import protocol
+from vm_agent.terminal.connection import TerminalConnection, session_closed
+from vm_agent.terminal.protocol import ClientMessage, ProtocolError
+from vm_agent.terminal.session import TerminalSession
+
+
+class MultiConnection(TerminalConnection):
+    """Many sessions over one socket, routed by `sessionId`."""
+
+    allowed = protocol.MULTI_TYPES
+
+    async def handle(self, message: ClientMessage) -> None:
+        kind = message.type
+        if kind == "input":
+            session = self._session(message.target)
+            session.write(message.field("data", str))
+        elif kind == "resize":
+            self._session(message.target).resize(*message.dims())
+        elif kind == "ping":
+            await self.send(protocol.encode("pong", None, message.session_id))
+        elif kind == "create_session":
+            await self._create(message)
+        elif kind == "reattach_session":
+            await self._reattach(message)
+        elif kind == "list_sessions":
+            sessions = [s.describe() for s in self.manager.list(self.workspace_id, self.principal.user_id)]
+            await self.send(protocol.encode("session_list", {"sessions": sessions}))
+        elif kind == "close_session":
+            await self._close_session(message.target)
+        elif kind == "rename_session":
+            session = self._session(message.target)
+            self.manager.rename(session, message.field("name", str))
+            await self.send(
+                protocol.encode("session_renamed", {"sessionId": session.id, "name": session.name}, session.id)
+            )
+
+    def _session(self, session_id: str) -> TerminalSession:
+        return self.manager.get(self.workspace_id, session_id, self.principal.user_id)
+
+    async def _create(self, message: ClientMessage) -> None:
+        session_id = message.target
+        rows, cols = message.dims()
+        session = await self.manager.create(
+            self.workspace_id,
+            self.principal.user_id,
+            session_id,
+            rows=rows,
+            cols=cols,
+            name=message.data.get("name"),
+            work_dir=message.field("workDir", str, required=False),
+        )
+        viewer = self.manager.attach(session)
+        viewer.start_live(0)
+        try:
+            await self.send(protocol.encode("session_created", _describe(session), session.id))
+        finally:
+            self.follow(session, viewer)
+
+    async def _reattach(self, message: ClientMessage) -> None:
+        session = self._session(message.target)
+        offset = message.offset()
+        await self.unfollow(session.id)
+        if "rows" in message.data or "cols" in message.data:
+            session.resize(*message.dims())
+        viewer = self.manager.attach(session)
+        try:
+            replay = viewer.replay(offset)
+            await self.send(
+                protocol.encode("session_reattached", {**_describe(session), "offset": replay.offset}, session.id)
+            )
+            await self.send(protocol.output(session.id, replay, kind="scrollback"))
+        finally:
+            self.follow(session, viewer)
+
+    async def _close_session(self, session_id: str) -> None:
+        session = self._session(session_id)
+        await self.manager.close(session, "user_requested")
+        pump = self._pumps.get(session.id)
+        if pump is not None:
+            await pump  # it sends the rest of the output, then `session_closed`
+        else:
+            await self.send(session_closed(session))
+
+
+class SingleConnection(TerminalConnection):
+    """One session created with the socket and closed with it (`/terminal/ws`)."""
+
+    allowed = protocol.SINGLE_TYPES
+
+    def __init__(self, *args, rows: int, cols: int, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self._dims = (rows, cols)
+        self.session: TerminalSession | None = None
+
+    async def opened(self) -> None:
+        try:
+            self.session = await self.manager.create(
+                self.workspace_id,
+                self.principal.user_id,
+                "term-" + secrets.token_hex(8),
+                rows=self._dims[0],
+                cols=self._dims[1],
+                ephemeral=True,
+            )
+        except ApiError as exc:
+            await self.send(protocol.error(exc.code, exc.message))
+            await self._close(1011, exc.code)
+            return
+        viewer = self.manager.attach(self.session)
+        viewer.start_live(0)
+        try:
+            await self.send(protocol.encode("session", {"sessionId": self.session.id}, self.session.id))
+        finally:
+            self.follow(self.session, viewer)
+
+    async def handle(self, message: ClientMessage) -> None:
+        session = self.session
+        if session is None:
+            raise ProtocolError("no_session", "the terminal could not be started")
+        if message.type == "input":
+            session.write(message.field("data", str))
+        elif message.type == "resize":
+            session.resize(*message.dims())
+        else:
+            await self.send(protocol.encode("pong", None, message.session_id))
+
+    async def session_ended(self, session: TerminalSession) -> None:
+        # The program is gone: nothing more will happen on this socket.
+        await self._close(1000, "session ended")
+
+    async def closed(self) -> None:
+        if self.session is not None:
+            await self.manager.close(self.session, "connection_closed")
+
+
+def _describe(session: TerminalSession) -> dict[str, str]:
+    return {"sessionId": session.id, "workingDirectory": session.working_directory, "shell": session.shell}

@@ -1,0 +1,277 @@
+"""A process on a pseudo-terminal, driven by the event loop without a thread per session.
+
+The master fd is non-blocking and read from `loop.add_reader`; process exit is observed via a
+pidfd (Linux ≥ 5.3), so neither needs a thread or SIGCHLD handling that would race with other
+subsystems' children. Each read is handed to `on_output` synchronously: the consumer must only
+store it (the byte log), never wait, so a slow viewer can never hold back the program.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import struct
+import termios
+from collections.abc import Callable, Mapping, Sequence
+
+import ptyprocess
+
+# One PTY read is at most this much; the reader drains up to _DRAIN_BYTES per wake-up so a
+# flooding program is consumed in large appends (fewer wake-ups of every viewer).
+_READ_BYTES = 65536
+_DRAIN_BYTES = 256 * 1024
+# Exit status reported for a process killed by a signal, the shell's convention (128 + signo).
+_SIGNAL_BASE = 128
+
+
+# Input waiting for a program that does not read (a large paste into a busy program).
+MAX_PENDING_INPUT = 1024 * 1024
+
+
+class InputOverflow(Exception):
+    """The program has not read its input and the waiting queue is full."""
+
+
+class SpawnError(Exception):
+    """The program could not be started (bad shell, missing directory, exec failure)."""
+
+
+def clamp_dimension(value: object, default: int) -> int:
+    """Rows/cols from a client: integers clamped into 1..500, anything else the default."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return default
+    return max(1, min(500, int(value)))
+
+
+class PtyProcess:
+    """One child process on its own PTY and session (its pid is its process group id)."""
+
+    def __init__(self, proc: ptyprocess.PtyProcess, on_output: Callable[[bytes], None]) -> None:
+        self._proc = proc
+        self.pid: int = proc.pid
+        self._fd: int | None = proc.fd
+        self._on_output = on_output
+        self._loop = asyncio.get_running_loop()
+        self._exit_code: int | None = None
+        self._exited: asyncio.Future[int] = self._loop.create_future()
+        self._exit_callbacks: list[Callable[[int], None]] = []
+        self._pending = bytearray()
+        os.set_blocking(proc.fd, False)
+        self._loop.add_reader(proc.fd, self._read_ready)
+        self._poll_task: asyncio.Task[None] | None = None
+        self._pidfd: int | None = None
+        try:
+            self._pidfd = os.pidfd_open(self.pid)
+        except OSError:
+            self._pidfd = None
+        if self._pidfd is not None:
+            self._loop.add_reader(self._pidfd, self._reap)
+
+    @classmethod
+    async def spawn(
+        cls,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        cwd: str | None,
+        rows: int,
+        cols: int,
+        on_output: Callable[[bytes], None],
+    ) -> PtyProcess:
+        """Fork and exec `argv` on a new PTY.
+
+        The fork/exec handshake blocks until the child has exec'd (that is how exec errors are
+        reported), so it runs in a worker thread; everything after it is on the loop.
+        """
+
+        def enter_directory() -> None:
+            # Runs in the child. ptyprocess's own `cwd` does the chdir outside its error
+            # reporting, so a missing directory would leave the child running this Python
+            # process's code; errors raised here are reported to the parent instead.
+            if cwd is not None:
+                os.chdir(cwd)
+
+        def start() -> ptyprocess.PtyProcess:
+            return ptyprocess.PtyProcess.spawn(
+                list(argv), env=dict(env), dimensions=(rows, cols), preexec_fn=enter_directory
+            )
+
+        try:
+            proc = await asyncio.to_thread(start)
+        except Exception as exc:  # ptyprocess re-raises the child's error under various types
+            raise SpawnError(f"cannot start {argv[0]!r}: {exc}") from None
+        # ptyprocess's own close() sleeps and its __del__ calls it; this class owns the lifecycle.
+        proc.closed = True
+        return cls(proc, on_output)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def exit_code(self) -> int | None:
+        return self._exit_code
+
+    @property
+    def running(self) -> bool:
+        return self._exit_code is None
+
+    def wait_callback(self, callback: Callable[[int], None]) -> None:
+        """Call `callback(exit_code)` synchronously as soon as the child is reaped."""
+        self._exit_callbacks.append(callback)
+
+    async def wait(self) -> int:
+        """The exit code, once the process has exited and been reaped."""
+        return await asyncio.shield(self._exited)
+
+    # ------------------------------------------------------------------ io
+    def write(self, data: bytes) -> None:
+        """Send keystrokes (or a paste). What the PTY cannot take right now (a program that is
+        not reading, a paste larger than the tty's input buffer) waits in a bounded queue that
+        is flushed when the fd becomes writable, so nothing typed is lost or reordered."""
+        if self._fd is None or not data:
+            return
+        if len(self._pending) + len(data) > MAX_PENDING_INPUT:
+            raise InputOverflow(f"more than {MAX_PENDING_INPUT} bytes of input are waiting for the program")
+        if self._pending:
+            self._pending += data
+            return
+        written = self._write_some(data)
+        if written < len(data):
+            self._pending += data[written:]
+            self._loop.add_writer(self._fd, self._flush_input)
+
+    def _write_some(self, data: bytes | bytearray) -> int:
+        assert self._fd is not None
+        try:
+            return os.write(self._fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError:  # the program is gone; its exit is reported separately
+            self._pending.clear()
+            return len(data)
+
+    def _flush_input(self) -> None:
+        if self._fd is None:
+            return
+        written = self._write_some(self._pending)
+        del self._pending[:written]
+        if not self._pending:
+            self._loop.remove_writer(self._fd)
+
+    def resize(self, rows: int, cols: int) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            fcntl.ioctl(self._fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+    def _read_ready(self) -> None:
+        fd = self._fd
+        if fd is None:
+            return
+        chunks: list[bytes] = []
+        total = 0
+        eof = False
+        while total < _DRAIN_BYTES:
+            try:
+                chunk = os.read(fd, _READ_BYTES)
+            except BlockingIOError:
+                break
+            except OSError:  # EIO: every slave fd is closed (the program is gone)
+                eof = True
+                break
+            if not chunk:
+                eof = True
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if chunks:
+            self._on_output(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        if eof:
+            # Nobody holds the slave side any more; stop polling a permanently readable fd.
+            self._loop.remove_reader(fd)
+            if self._pidfd is None:
+                self._reap_blocking_soon()
+
+    def drain(self) -> None:
+        """Read whatever the PTY still holds (called when the process has exited)."""
+        if self._fd is not None:
+            self._read_ready()
+
+    # ------------------------------------------------------------------ exit
+    def _reap(self) -> None:
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = self.pid, 0
+        if pid == 0:
+            return
+        self._finish(status)
+
+    def _reap_blocking_soon(self) -> None:
+        """Without a pidfd, EOF on the master means the child is exiting; poll briefly."""
+
+        async def poll() -> None:
+            while self._exit_code is None:
+                self._reap()
+                if self._exit_code is None:
+                    await asyncio.sleep(0.05)
+
+        self._poll_task = self._loop.create_task(poll())
+
+    def _finish(self, status: int) -> None:
+        if self._pidfd is not None:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+        code = os.waitstatus_to_exitcode(status)
+        self._exit_code = code if code >= 0 else _SIGNAL_BASE - code
+        if not self._exited.done():
+            self._exited.set_result(self._exit_code)
+        callbacks, self._exit_callbacks = self._exit_callbacks, []
+        for callback in callbacks:
+            callback(self._exit_code)
+
+    async def terminate(self, grace: float) -> int:
+        """Close the PTY, then SIGHUP, SIGTERM, SIGKILL the process group with `grace` seconds
+        between, and reap the child. Idempotent; returns the exit code."""
+        foreground = None
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                foreground = os.tcgetpgrp(self._fd)
+        self.close_fd()
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGKILL):
+            if self._exit_code is not None:
+                break
+            self._signal_groups(sig, foreground)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._exited), grace if sig != signal.SIGKILL else 5.0)
+        if self._exit_code is None:  # no pidfd and the poll did not see it: reap in a thread
+            _pid, status = await asyncio.to_thread(os.waitpid, self.pid, 0)
+            self._finish(status)
+        else:
+            # The shell is gone; its jobs in the same group get the hang-up too.
+            self._signal_groups(signal.SIGHUP, foreground)
+        return self._exit_code if self._exit_code is not None else -1
+
+    def _signal_groups(self, sig: int, foreground: int | None) -> None:
+        for group in {self.pid, foreground} - {None, 0, os.getpgrp()}:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, sig)  # type: ignore[arg-type]
+
+    def hang_up(self) -> None:
+        """After the program exited by itself: release the PTY and hang up what it left behind
+        in its process group (background jobs), as closing a real terminal would."""
+        self.close_fd()
+        self._signal_groups(signal.SIGHUP, None)
+
+    def close_fd(self) -> None:
+        """Release the master fd (the slave side sees a hang-up)."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        self._loop.remove_reader(fd)
+        self._loop.remove_writer(fd)
+        self._pending.clear()
+        with contextlib.suppress(OSError):
+            self._proc.fileobj.close()
