@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 ## run: the daemon with self-signed TLS, a local dev JWKS and printed tokens (Ctrl-C stops it)
 run: $(STAMP)
+	@bash scripts/build-console.sh || echo "console not built (needs node and npm): the API still works"
 	$(BIN)/vm-agent dev
 
 ## agents: install the pinned coding agents (Node 22, pi, claude-agent-acp) under agent-runtimes/
@@ -28,12 +29,15 @@ docker:
 
 ## test: lint, then every test (tests needing Docker or the npm agents skip with a reason when absent)
 test: $(STAMP)
-	@if command -v npm >/dev/null 2>&1; then bash scripts/install-agents.sh || echo "agents not installed: their tests will skip"; fi
+	@if command -v npm >/dev/null 2>&1; then \
+	  bash scripts/install-agents.sh || echo "agents not installed: their tests will skip"; \
+	  bash scripts/build-console.sh || echo "console not built: its browser tests will skip"; \
+	fi
 	$(BIN)/ruff check vm_agent tests bench
-	$(BIN)/pytest -q -ra --durations=15
+	$(BIN)/pytest -q -ra --durations=15 -m "not stress"
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -q -x -m "not docker and not agents"
+	$(BIN)/pytest -q -x -m "not docker and not agents and not browser and not stress"
 
 lint: $(STAMP)
 	$(BIN)/ruff check vm_agent tests bench
@@ -42,6 +46,11 @@ lint: $(STAMP)
 image-check: $(STAMP)
 	@bash scripts/start-dockerd.sh
 	@bash scripts/image-check.sh
+
+## stress: fuzzing, reconnect cycles, floods, faults (VM_AGENT_STRESS_PROFILE=short|full, default full)
+stress: $(STAMP)
+	@bash scripts/install-stress-deps.sh
+	VM_AGENT_STRESS_PROFILE=$${VM_AGENT_STRESS_PROFILE:-full} $(BIN)/pytest -q -ra -m stress tests/stress
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py

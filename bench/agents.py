@@ -16,6 +16,8 @@ over TLS, with the fake ACP agent (tests/fakes/fake_acp_agent.py) registered as 
   `pi --mode rpc` driven directly (prompt → agent_settled) vs. through the gateway.
 - daemon CPU per notification/prompt: from /proc, so it stays meaningful on a busy machine
   where wall-clock rates mostly measure the scheduler.
+
+BENCH_PROFILE=/tmp/daemon.prof profiles the daemon process (cProfile, CPU time) for the whole run.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ async def serve(state: Path) -> None:
     if profile_to:
         import cProfile
 
-        profiler = cProfile.Profile()
+        profiler = cProfile.Profile(time.process_time)
         profiler.enable()
     await stop.wait()
     if profile_to:
@@ -110,9 +112,13 @@ class Daemon:
 
     def cpu_seconds(self) -> float:
         """User + system CPU the daemon process has used so far (from /proc)."""
+        return sum(self.cpu_split())
+
+    def cpu_split(self) -> tuple[float, float]:
         assert self.proc is not None
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tick, int(fields[12]) / tick
 
     async def stop(self) -> None:
         if self.proc is not None:
@@ -350,9 +356,11 @@ async def main(args: argparse.Namespace) -> None:
                         best = (best[0], best[1] + reorders, min(best[2], cpu))
                 assert best is not None
                 rows[viewers] = best
-            cpu0 = daemon.cpu_seconds()
+            user0, sys0 = daemon.cpu_split()
             gw_lat = await gateway_latency(daemon, args.prompts)
-            prompt_cpu = (daemon.cpu_seconds() - cpu0) / (args.prompts + 1) * 1e3
+            user1, sys1 = daemon.cpu_split()
+            prompt_user = (user1 - user0) / (args.prompts + 1) * 1e3
+            prompt_sys = (sys1 - sys0) / (args.prompts + 1) * 1e3
         finally:
             await daemon.stop()
     pi = await pi_latency(args.prompts) if not args.no_pi else None
@@ -368,7 +376,8 @@ async def main(args: argparse.Namespace) -> None:
     print(f"{'direct (agent stdio)':<30}{ms(direct_lat):>20}")
     print(f"{'gateway (/agent/ws)':<30}{ms(gw_lat):>20}")
     added = statistics.median(gw_lat) - statistics.median(direct_lat)
-    print(f"{'added by the gateway':<30}{added * 1000:>17.2f} ms   (daemon CPU {prompt_cpu:.2f} ms per prompt)")
+    print(f"{'added by the gateway':<30}{added * 1000:>17.2f} ms   (daemon CPU per prompt: "
+          f"{prompt_user:.2f} ms user + {prompt_sys:.2f} ms system)")
     if pi is not None:
         print(f"{'prompt latency (real pi)':<30}{'median':>20}")
         print(f"{'pi --mode rpc, direct':<30}{ms(pi[0]):>20}")

@@ -92,6 +92,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 _BANNER = """
   vm-agent (development mode) is listening on {url}
+  open the console: {url}/?token={user}
   node id: {node}   state: {state}
   certificate (self-signed) SHA-256: {fp}
 

@@ -17,12 +17,20 @@ from typing import Any, TypeVar
 
 import structlog
 
+from vm_agent.errors import ApiError
+
 log = structlog.get_logger("vm_agent.store")
 R = TypeVar("R")
 
 
-class StoreError(RuntimeError):
-    """The store could not be written or read (disk full, corrupt file, closed)."""
+class StoreError(ApiError):
+    """The store could not be written or read (disk full, corrupt file, closed).
+
+    An ApiError, so a request that hits it answers 503 `store_unavailable` (retry later)
+    instead of a bare 500: a full disk is an operational condition, not a bug.
+    """
+
+    status, code = 503, "store_unavailable"
 
 
 class Store:
@@ -68,7 +76,7 @@ class Store:
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
         except sqlite3.Error as exc:
             log.error("store_error", error=str(exc))
-            raise StoreError(str(exc)) from exc
+            raise StoreError(f"the daemon's state store failed: {exc}") from exc
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:

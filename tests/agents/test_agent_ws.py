@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from typing import Any
 
 from tests.agents.conftest import chunk_texts, is_result
@@ -315,3 +317,33 @@ async def test_select_agent_switches_and_starts_the_new_agent(agent_daemon, view
     await v.prompt("echo switched", request_id="s")
     await v.until(is_result("s"))
     assert chunk_texts(v.messages) == ["switched"]
+
+
+async def test_agent_dying_between_prompts_is_reported_and_restarted_on_the_next_prompt(agent_daemon, viewers):
+    await create_session(agent_daemon, "idlecrash")
+    v = await viewers(agent_daemon, "idlecrash")
+    await v.prompt("echo one", request_id="a")
+    await v.until(is_result("a"))
+    await v.send({"type": "get_state"})
+    state = await v.until(lambda m: m.get("command") == "get_state")
+    os.kill(state["data"]["agentPid"], signal.SIGKILL)
+    report = await v.until(lambda m: m.get("type") == "agent_crash_report")
+    assert report["promptId"] is None and report["exitCode"] == -9
+    await v.prompt("echo two", request_id="b")
+    await v.until(is_result("b"))
+    updates = [m for m in v.messages if m.get("method") == "session/update"]
+    assert len({m["params"]["sessionId"] for m in updates}) == 1  # the conversation was reloaded
+    assert chunk_texts(v.messages) == ["one", "two"]
+
+
+async def test_cancel_during_a_retry_wait_ends_the_prompt_at_once(make_daemon, agent_env, viewers):
+    daemon = await make_daemon(**{**agent_env, "ACP_PROMPT_RETRY_INITIAL_BACKOFF": "60s",
+                                  "ACP_PROMPT_RETRY_MAX_BACKOFF": "60s"})
+    await create_session(daemon, "retrywait")
+    v = await viewers(daemon, "retrywait")
+    await v.prompt("transient 5", request_id="t")
+    retry = await v.until(lambda m: m.get("type") == "prompt_retry")
+    assert retry["delaySeconds"] == 60
+    await v.send({"jsonrpc": "2.0", "method": "session/cancel", "params": {}})
+    done = await v.until(is_result("t"), timeout=10)
+    assert done["result"]["stopReason"] == "cancelled"

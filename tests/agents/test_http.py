@@ -154,3 +154,16 @@ async def test_daemon_restart_reloads_the_chat(make_daemon, agent_env, viewers):
     # same agent conversation (session/load), and its replayed history is not shown again
     assert {m["params"]["sessionId"] for m in updates} == {acp_id}
     assert chunk_texts(w.messages) == ["again"]
+
+
+async def test_tokens_for_another_workspace_or_none_are_refused(agent_daemon):
+    await call(agent_daemon, "POST", BASE, {"sessionId": "auth", "agentType": "fake"})
+    async with agent_daemon.client() as client:
+        other = {"Authorization": f"Bearer {agent_daemon.token('user', 'other-ws')}"}
+        resp = await client.get(f"{agent_daemon.url}{BASE}/auth/events", headers=other)
+        assert resp.status == 403 and (await resp.json())["error"] == "forbidden"
+        resp = await client.get(f"{agent_daemon.url}/agent/ws", params={"sessionId": "auth"})
+        assert resp.status == 401
+        resp = await client.get(f"{agent_daemon.url}/agent/ws",
+                                params={"sessionId": "auth", "workspace": "../etc", "token": agent_daemon.token()})
+        assert resp.status == 400

@@ -188,8 +188,7 @@ def agent_env(directory: Path) -> dict[str, str]:
 
 
 async def stop_agents(daemon) -> None:
-    """Stop every agent session over HTTP (0.1 s each) before the daemon itself is stopped,
-    which would otherwise spend seconds per live agent in its shutdown path."""
+    """Stop every agent session over HTTP, as a coordinator cleans up, before the daemon stops."""
     if daemon.server is None:
         return
     async with client_for(daemon) as client:

@@ -7,9 +7,9 @@ import contextlib
 
 import pytest
 
-from vm_agent.client import AgentError, NotFoundError, is_idle
+from vm_agent.client import AgentError, ConflictError, NotFoundError, is_idle
 
-from .conftest import client_for
+from .conftest import agent_env, client_for, stop_agents
 
 WAIT = 30
 
@@ -140,3 +140,54 @@ async def test_refused_verbs_and_unknown_sessions_are_typed_errors(agent_daemon)
             await client.prompt("")
         with pytest.raises(NotFoundError):
             await client.get_state(session="no-such-session")
+
+
+async def test_events_continue_across_a_daemon_restart(make_daemon, tmp_path):
+    daemon = await make_daemon(**agent_env(tmp_path))
+    async with client_for(daemon, reconnect_attempts=30) as client:
+        await client.run("echo before the restart", timeout_s=WAIT)
+        events = client.events(after=0)
+        async with asyncio.timeout(WAIT):
+            async for event in events:
+                if event.kind == "session_prompt_done":
+                    break
+        before = events.last_seq
+        await stop_agents(daemon)
+        await daemon.restart()  # the new process numbers its events from 1 again
+        # Enough new events that their numbers overlap the ones already read.
+        await client.run("chunks 30", timeout_s=WAIT)
+        seen = []
+        async with asyncio.timeout(WAIT):
+            async for event in events:
+                seen.append(event)
+                if event.kind == "session_prompt_done":
+                    break
+        await events.aclose()
+    assert max(e.seq or 0 for e in seen) > before  # the new history reaches past the old position
+    kinds = [e.kind for e in seen]
+    assert "session_restarted" in kinds
+    after_restart = seen[kinds.index("session_restarted") + 1 :]
+    numbered = [e.seq for e in after_restart if e.seq is not None]
+    assert numbered == list(range(1, len(numbered) + 1))
+    assert "".join(e.text() for e in after_restart) == "".join(f"c{i} " for i in range(30))
+
+
+async def test_headless_start_then_cancel_when_idle_is_a_conflict(agent_daemon):
+    async with client_for(agent_daemon) as client:
+        await client.ensure_session("headless")
+        started = await client.start("echo started without a viewer", session="headless")
+        assert started == {"status": "starting", "sessionId": "headless"}
+        texts = []
+        events = client.events(session="headless")
+        async with asyncio.timeout(WAIT):
+            async for event in events:
+                texts.append(event.text())
+                if event.kind == "session_prompt_done":
+                    break
+        await events.aclose()
+        assert "".join(texts) == "started without a viewer"
+        state = await client.wait_idle(WAIT, session="headless")
+        assert state["lastStopReason"] == "end_turn"
+        with pytest.raises(ConflictError) as idle:
+            await client.cancel(session="headless")
+    assert idle.value.code == "not_prompting" and idle.value.body["status"] == "idle"

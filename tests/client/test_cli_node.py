@@ -113,9 +113,12 @@ async def test_ca_file_flag_trusts_the_daemon(daemon):
 async def test_token_file_is_read(daemon, tmp_path):
     env = cli_env(daemon)
     path = tmp_path / "token"
-    path.write_text(env.pop("VMAGENT_TOKEN") + "\n")
+    path.write_text(env["VMAGENT_TOKEN"] + "\n")
+    env["VMAGENT_TOKEN"] = "stale-token-in-the-environment"  # an explicit flag wins over it
     result = await run_cli("info", "--token-file", str(path), env=env)
     assert result.code == 0, result.err
+    missing = await run_cli("info", "--token-file", str(tmp_path / "nope"), env=env)
+    assert missing.code == 2 and missing.err.startswith("vmagent: cannot read token file")
 
 
 async def test_workspaces_list_bad_id_and_missing_id(daemon):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import sys
 
 import pexpect
@@ -44,8 +45,6 @@ class Tty:
 
 
 def env_for(daemon, url: str) -> dict[str, str]:
-    import os
-
     base = {k: v for k, v in os.environ.items() if not k.startswith("VMAGENT_")}
     return {**base, **cli_env(daemon, kind="user", url=url), "TERM": "xterm"}
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import sys
 
 import pytest
 
@@ -103,9 +105,6 @@ def test_fingerprint_accepts_the_usual_spellings():
 
 async def test_client_runs_without_any_daemon_module():
     """The client is installed on coordinators that run no daemon: only aiohttp may come with it."""
-    import asyncio
-    import sys
-
     code = (
         "import sys, vm_agent.client, vm_agent.client.cli\n"
         "bad = sorted(m for m in sys.modules if (m.startswith('vm_agent.') and not m.startswith('vm_agent.client'))"

@@ -48,8 +48,8 @@ class Profile:
 
 
 PROFILES = {
-    "short": Profile("short", terminal_cycles=300, viewer_cycles=300, flood_terminals=200, flood_seconds=4.0,
-                     fuzz_examples=5, ws_fuzz_messages=150, kill_rounds=8, jwks_flap_seconds=3.0,
+    "short": Profile("short", terminal_cycles=200, viewer_cycles=200, flood_terminals=200, flood_seconds=3.0,
+                     fuzz_examples=4, ws_fuzz_messages=120, kill_rounds=8, jwks_flap_seconds=3.0,
                      stalled_megabytes=24),
     "full": Profile("full", terminal_cycles=1000, viewer_cycles=1000, flood_terminals=200, flood_seconds=15.0,
                     fuzz_examples=80, ws_fuzz_messages=600, kill_rounds=20, jwks_flap_seconds=15.0,

@@ -16,9 +16,12 @@ import sys
 from typing import Any
 
 import aiohttp
+import pytest
 
 from tests.agents.conftest import FAKE_AGENT
 from tests.stress.conftest import PROFILE, descendants, fd_count, plain_shell, record, rss_bytes
+
+pytestmark = pytest.mark.stress
 
 FD_BOUND, TASK_BOUND, RSS_BOUND = 8, 5, 32 * 1024 * 1024
 WARMUP = 20

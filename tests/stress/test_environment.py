@@ -21,6 +21,8 @@ from tests.stress.conftest import plain_shell, record
 from vm_agent.auth.principal import Principal
 from vm_agent.auth.sessions import SessionStore
 
+pytestmark = pytest.mark.stress
+
 FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
 FAKETIME_AVAILABLE = FAKETIME_LIB.exists()
 
@@ -55,8 +57,6 @@ def fill(directory: Path) -> Path:
     return filler
 
 
-@pytest.mark.xfail(strict=True, reason="StoreError reaches the client as 500 internal_error; it should be a "
-                   "503 with a store code (errors.py / store.py). The store itself stays intact.")
 async def test_full_disk_gives_clear_errors_and_never_corrupts_the_store(make_daemon, tmp_path):
     with small_filesystem(tmp_path / "state") as state:
         daemon = await make_daemon(VM_AGENT_STATE_DIR=str(state), HOST_WORKSPACE_DIR=str(tmp_path))

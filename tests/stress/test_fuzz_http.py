@@ -14,6 +14,7 @@ import asyncio
 from collections import Counter
 from typing import Any
 
+import pytest
 import requests
 import schemathesis
 import urllib3
@@ -24,6 +25,8 @@ from schemathesis import GenerationMode
 
 from tests.ops.openapi_doc import DOCUMENT
 from tests.stress.conftest import PROFILE, health_ok, record
+
+pytestmark = pytest.mark.stress
 
 GENERIC = {400, 401, 403, 404, 405, 413, 414, 431}
 

@@ -14,8 +14,11 @@ import time
 from typing import Any
 
 import aiohttp
+import pytest
 
 from tests.stress.conftest import PROFILE, plain_shell, record, rss_bytes
+
+pytestmark = pytest.mark.stress
 
 LOG_CAP = 1024 * 1024  # PTY_OUTPUT_BUFFER_SIZE default
 SLACK = 24 * 1024 * 1024  # socket and TLS buffers, allocator arenas: bounded, independent of output size

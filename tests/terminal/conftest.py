@@ -96,9 +96,6 @@ class TermClient:
         await self.http.close()
 
 
-Connect = Callable[..., "asyncio.Future[TermClient]"]
-
-
 @pytest.fixture
 async def connect() -> AsyncIterator[Callable[..., Any]]:
     """`await connect(daemon, path="/terminal/ws/multi", token=None, **query)` → TermClient."""

@@ -72,7 +72,7 @@ async def test_oversized_message_closes_with_1009(term_daemon, connect) -> None:
 
 
 async def test_message_flood_closes_with_1008(make_daemon, connect, tmp_path) -> None:
-    daemon = await make_daemon(**terminal_env(tmp_path, TERMINAL_WS_MESSAGE_RATE="5", TERMINAL_WS_MESSAGE_BURST="10"))
+    daemon = await make_daemon(**terminal_env(tmp_path, TERMINAL_WS_MESSAGE_RATE="0.1", TERMINAL_WS_MESSAGE_BURST="10"))
     client = await connect(daemon)
     for _ in range(30):
         await client.send("ping")
@@ -88,7 +88,7 @@ async def test_message_flood_closes_with_1008(make_daemon, connect, tmp_path) ->
 
 async def test_silent_peer_is_closed_and_a_live_one_is_kept(make_daemon, tmp_path) -> None:
     daemon = await make_daemon(
-        **terminal_env(tmp_path, TERMINAL_WS_READ_TIMEOUT="0.6s", TERMINAL_WS_PING_INTERVAL="0.2s")
+        **terminal_env(tmp_path, TERMINAL_WS_READ_TIMEOUT="1.5s", TERMINAL_WS_PING_INTERVAL="0.3s")
     )
     url = daemon.ws_url + "/terminal/ws/multi"
     async with daemon.client() as http:

@@ -163,3 +163,20 @@ async def test_a_large_paste_arrives_complete_and_in_order(term_daemon, connect,
     await client.type("paste", "\x04")
     await until(lambda: target.exists() and target.stat().st_size == len(text), timeout=30)
     assert target.read_text() == text
+
+
+async def test_pipelined_creates_and_immediate_input(term_daemon, connect) -> None:
+    client = await connect(term_daemon)
+    for i in range(20):
+        await client.send("create_session", {"sessionId": f"p{i}", "rows": 24, "cols": 80})
+    cmd, want = marker("typed-right-away")
+    await client.type("p7", cmd)  # sent before p7 is known to exist: waits for its create
+    await client.send("create_session", {"sessionId": "p3", "rows": 24, "cols": 80})  # duplicate
+    await client.until_output("p7", want)
+    await client.send("list_sessions")
+    listed = await client.expect("session_list")
+    assert sorted(s["sessionId"] for s in listed["data"]["sessions"]) == sorted(f"p{i}" for i in range(20))
+    created = {m["sessionId"] for m in client.messages if m["type"] == "session_created"}
+    assert created == {f"p{i}" for i in range(20)}
+    errors = [m for m in client.messages if m["type"] == "error"]
+    assert [(e["sessionId"], e["data"]["error"]) for e in errors] == [("p3", "session_exists")]

@@ -201,6 +201,10 @@ class AcpDriver(AgentDriver):
             await self._conn.close()
 
     @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
     def alive(self) -> bool:
         return self._process is not None and self._process.alive and not (self._conn and self._conn.closed)
 

@@ -1,4 +1,4 @@
-"""The interface every agent protocol driver implements (ACP in `acp.py`, pi RPC in `pi_rpc.py`).
+"""The interface every agent protocol driver implements (ACP: acp_driver.py, pi RPC: pi_rpc.py).
 
 An `AgentSession` (session.py) owns exactly one driver at a time and talks only to this
 interface, so the session's state machine, queue, retry and recovery logic never learns which
@@ -150,7 +150,7 @@ class Capabilities:
 
 
 class AgentDriver(abc.ABC):
-    """One agent process and its protocol. Subclasses: AcpDriver (acp.py), PiRpcDriver (pi_rpc.py)."""
+    """One agent process and its protocol. Subclasses: AcpDriver (acp_driver.py), PiRpcDriver (pi_rpc.py)."""
 
     protocol: str = ""
 
@@ -273,6 +273,11 @@ class AgentDriver(abc.ABC):
     async def stop(self) -> None:
         """Stop the process (cancel what runs, close stdin, TERM, KILL after the grace period).
         Idempotent; pending `prompt()` calls raise AgentCrashed."""
+
+    @property
+    def pid(self) -> int | None:
+        """The agent process id (for get_state and operators), when known."""
+        return None
 
     @property
     @abc.abstractmethod

@@ -269,6 +269,7 @@ class AgentSession(PromptRunner):
             "counts": {**self.counts, "queued": len(self._queue), "messages": self.log.last_seq},
             "lastStopReason": self.last_stop_reason,
             "usage": dict(self._driver.usage) if self._driver else {},
+            "agentPid": self._driver.pid if self._driver else None,
             "permissionPolicy": self.permissions.policy,
             "pendingPermissions": self.permissions.pending,
             "viewerCount": self.viewer_count,

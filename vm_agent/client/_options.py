@@ -25,16 +25,19 @@ def tls_from(args: argparse.Namespace) -> TlsConfig:
 
 
 def token_from(args: argparse.Namespace) -> str:
-    token = args.token or _env("VMAGENT_TOKEN")
-    path = args.token_file or _env("VMAGENT_TOKEN_FILE")
-    if not token and path:
-        try:
-            token = Path(path).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read token file {path}: {exc.strerror}") from None
-    if not token:
-        raise ConfigError("no token given (set VMAGENT_TOKEN or VMAGENT_TOKEN_FILE, or pass --token-file)")
-    return token
+    """--token, then --token-file, then VMAGENT_TOKEN, then VMAGENT_TOKEN_FILE."""
+    for token, path in ((args.token, args.token_file), (_env("VMAGENT_TOKEN"), _env("VMAGENT_TOKEN_FILE"))):
+        if token:
+            return token
+        if path:
+            try:
+                text = Path(path).read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read token file {path}: {exc.strerror}") from None
+            if not text:
+                raise ConfigError(f"token file {path} is empty")
+            return text
+    raise ConfigError("no token given (set VMAGENT_TOKEN or VMAGENT_TOKEN_FILE, or pass --token-file)")
 
 
 def client_from(args: argparse.Namespace) -> AgentClient:

@@ -25,7 +25,16 @@ from vm_agent.client.tls import TlsConfig
 SPINNER = "|/-\\"
 
 
+HOSTS_HELP = """hosts file: one host per line, '#' starts a comment
+  [NAME=]URL [token=T] [fingerprint=F] [session=S] [workspace=W]
+  {"name": ..., "url": ..., "token": ..., "fingerprint": ..., "caFile": ..., "task": ...}
+values on a line override the flags and the VMAGENT_* environment.
+exit code: 0 when every agent finished, 1 when any failed (each failure is one line on stderr)."""
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog = HOSTS_HELP
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("hosts", nargs="*", help="daemon URLs, optionally NAME=URL")
     p.add_argument("--hosts-file", help="one host per line (see `vmagent swarm --help`)")
     p.add_argument("--task", help="the prompt every agent gets")

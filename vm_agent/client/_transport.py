@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import ssl
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -48,6 +49,13 @@ def parse_base_url(text: str) -> URL:
     return url.with_path(url.path.rstrip("/")).with_query(None).with_fragment(None)
 
 
+def _reason(error: OSError) -> str:
+    """`connection refused` rather than asyncio's "Connect call failed ('10.0.0.5', 8443)"."""
+    if error.errno:
+        return os.strerror(error.errno).lower()
+    return error.strerror or str(error) or type(error).__name__
+
+
 @contextmanager
 def translated_errors(where: str) -> Iterator[None]:
     """Turn aiohttp/OS failures into the client's exceptions with a one-line message."""
@@ -71,7 +79,7 @@ def translated_errors(where: str) -> Iterator[None]:
     except aiohttp.ClientConnectorDNSError:
         raise ConnectionFailed(f"cannot resolve the host of {where}") from None
     except aiohttp.ClientConnectorError as exc:
-        raise ConnectionFailed(f"cannot connect to {where}: {exc.os_error.strerror or exc}") from None
+        raise ConnectionFailed(f"cannot connect to {where}: {_reason(exc.os_error)}") from None
     except aiohttp.InvalidURL as exc:
         raise ConfigError(f"not a valid URL: {exc}") from None
     except aiohttp.WSServerHandshakeError as exc:

@@ -155,7 +155,7 @@ class AgentClient:
         self,
         initial_prompt: str,
         *,
-        agent_type: str = "pi",
+        agent_type: str | None = None,
         model: str | None = None,
         permission_mode: str | None = None,
         session: str | None = None,

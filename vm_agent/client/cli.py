@@ -217,7 +217,12 @@ def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vmagent", description="Drive vm-agent daemons: agents, terminals, swarms.")
+    parser = argparse.ArgumentParser(
+        prog="vmagent",
+        description="Drive vm-agent daemons: agents, terminals, swarms.",
+        epilog="exit codes: 0 ok, 1 failed, 2 usage or configuration, 3 unreachable or TLS mismatch, "
+        "4 token refused, 130 interrupted",
+    )
     _common(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vm_agent.client._transport import Transport, translated_errors
-from vm_agent.client.errors import ClientError, ConnectionFailed, ProtocolError, RequestTimeout
+from vm_agent.client.errors import ClientError, ConnectionFailed, ProtocolError, RequestTimeout, UnavailableError
 
 # Unnumbered messages every connection starts with; after a reconnect they would be repeats.
 RECONNECT_PREAMBLE = frozenset({"session_state", "session_replay_complete"})
@@ -76,7 +76,7 @@ class _SseParser:
     def __init__(self) -> None:
         self._buffer = bytearray()
         self._data: list[str] = []
-        self._id: str | None = None
+        self._id: str | None = None  # this event's own `id:` only (unnumbered events carry none)
         self._event: str | None = None
 
     def feed(self, chunk: bytes) -> list[tuple[str | None, str | None, str]]:
@@ -93,7 +93,7 @@ class _SseParser:
             if not line:
                 if self._data:
                     out.append((self._id, self._event, "\n".join(self._data)))
-                self._data, self._event = [], None
+                self._data, self._event, self._id = [], None, None
                 continue
             if line.startswith(":"):
                 continue  # comment / keepalive
@@ -125,12 +125,18 @@ def _event_from(sse_id: str | None, data: str) -> Event:
     return Event(seq, body)
 
 
+class _HistoryRestarted(Exception):
+    """The daemon's numbering started again (it restarted): read its history from the start."""
+
+
 class EventStream:
     """`async for event in client.events(after=N)`: history then live, resumed on reconnect.
 
     Each connection starts with the unnumbered `session_state` and ends its replay with
     `session_replay_complete`; those are passed on from the first connection only, so a consumer
-    never sees a reconnect. `reconnect_attempts` consecutive failures (with backoff doubling from `backoff` up to
+    never sees a reconnect. When the daemon itself restarted (its numbering begins again), the
+    stream yields one `session_restarted` event and replays the new history from its start.
+    `reconnect_attempts` consecutive failures (with backoff doubling from `backoff` up to
     `max_backoff`) end the iteration with `ConnectionFailed`; any successful connection resets the
     count. Errors that retrying cannot fix (bad token, no such session) are raised at once.
     """
@@ -154,6 +160,7 @@ class EventStream:
         self._max_backoff = max_backoff
         self._iterator: AsyncIterator[Event] | None = None
         self._connections = 0
+        self._last_data: dict[str, Any] | None = None
 
     def __aiter__(self) -> EventStream:
         return self
@@ -178,7 +185,9 @@ class EventStream:
                 # The daemon ended the stream (it shut down or the session was deleted): resume.
                 failures += 1
                 error: ClientError = ConnectionFailed(f"event stream of {self._transport.where} ended")
-            except (ConnectionFailed, RequestTimeout) as exc:
+            except _HistoryRestarted:
+                continue  # reconnect at once, from seq 0
+            except (ConnectionFailed, RequestTimeout, UnavailableError) as exc:
                 failures += 1
                 error = exc
             if failures > self._attempts:
@@ -186,14 +195,28 @@ class EventStream:
             self.reconnects += 1
             await asyncio.sleep(min(self._max_backoff, self._backoff * 2 ** (failures - 1)))
 
+    def _restart(self) -> Event:
+        """The daemon restarted and numbers its events from 1 again: skipping seqs "already
+        seen" would silently drop everything new, so start over and say so."""
+        self.last_seq, self._last_data = 0, None
+        return Event(None, {"type": "session_restarted"})
+
+    def _behind(self, newest: Any) -> bool:
+        """The daemon's newest seq is older than ours: its history is not the one we read."""
+        return isinstance(newest, int) and newest < self.last_seq
+
     async def _connect_once(self) -> AsyncIterator[Event]:
+        # Ask for one event we already have and compare it: identical means the same history
+        # goes on; different means the daemon restarted and reused the numbers.
+        overlap = self._last_data if self.last_seq > 0 else None
+        after = self.last_seq - 1 if overlap is not None else self.last_seq
         headers = {"Accept": "text/event-stream"}
-        if self.last_seq:
-            headers["Last-Event-ID"] = str(self.last_seq)
+        if after:
+            headers["Last-Event-ID"] = str(after)
         parser = _SseParser()
         self._connections += 1
         first = self._connections == 1
-        async with self._transport.stream(self._path, params={"after": self.last_seq}, headers=headers) as resp:
+        async with self._transport.stream(self._path, params={"after": after}, headers=headers) as resp:
             while True:
                 with translated_errors(self._transport.where):
                     chunk = await resp.content.readany()
@@ -202,9 +225,19 @@ class EventStream:
                 for sse_id, _event_name, data in parser.feed(chunk):
                     event = _event_from(sse_id, data)
                     if event.seq is not None:
+                        if overlap is not None and event.seq == self.last_seq:
+                            same, overlap = event.data == overlap, None
+                            if same:
+                                continue  # the event we asked for again: history continues
+                            yield self._restart()
+                            raise _HistoryRestarted
+                        overlap = None  # (the overlap was trimmed away: nothing to compare)
                         if event.seq <= self.last_seq:
                             continue  # already delivered before the reconnect
-                        self.last_seq = event.seq
+                        self.last_seq, self._last_data = event.seq, event.data
+                    elif event.kind == "session_state" and self._behind(event.data.get("lastSeq")):
+                        yield self._restart()
+                        raise _HistoryRestarted
                     elif not first and event.kind in RECONNECT_PREAMBLE:
                         continue  # the consumer already saw where the history ends
                     yield event

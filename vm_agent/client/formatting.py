@@ -84,6 +84,8 @@ def describe(event: Event) -> tuple[str, str] | None:
         params = data.get("params") or {}
         title = (params.get("toolCall") or {}).get("title") or "a tool"
         return "info", f"[permission requested for {title}]"
+    if kind == "session_restarted":
+        return "error", "[the daemon restarted: its event history begins again]"
     if kind == "session_new":
         return "info", "[new conversation]"
     if kind == "steer_delivered":

@@ -90,6 +90,7 @@ class TerminalConnection:
             pass
         finally:
             pinger.cancel()
+            await self.settle()
             pumps = list(self._pumps.values())
             for pump in pumps:
                 pump.cancel()
@@ -101,6 +102,9 @@ class TerminalConnection:
 
     async def opened(self) -> None:
         """Hook: the socket is open (the single endpoint creates its session here)."""
+
+    async def settle(self) -> None:
+        """Hook: the socket is gone; finish work that must not be cut short (spawning)."""
 
     async def closed(self) -> None:
         """Hook: the socket is gone and every pump has stopped."""

@@ -6,11 +6,14 @@ class owns limits, liveness and the per-session senders.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 
 from vm_agent.errors import ApiError
 from vm_agent.terminal import protocol
-from vm_agent.terminal.connection import TerminalConnection, session_closed
+from vm_agent.terminal.connection import ConnectionGone, TerminalConnection, session_closed
+from vm_agent.terminal.manager import validate_session_id
 from vm_agent.terminal.protocol import ClientMessage, ProtocolError
 from vm_agent.terminal.session import TerminalSession
 
@@ -20,8 +23,23 @@ class MultiConnection(TerminalConnection):
 
     allowed = protocol.MULTI_TYPES
 
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        # Creates run concurrently (spawning waits on fork/exec, and a client opening many
+        # terminals pipelines them); a later message about a session waits for its create.
+        self._creating: dict[str, asyncio.Task[None]] = {}
+
     async def handle(self, message: ClientMessage) -> None:
         kind = message.type
+        if kind == "create_session":
+            self._start_create(message)
+            return
+        if kind == "list_sessions":
+            await asyncio.gather(*self._creating.values(), return_exceptions=True)
+        elif kind != "ping":
+            pending = self._creating.get(message.target)
+            if pending is not None:
+                await asyncio.gather(pending, return_exceptions=True)
         if kind == "input":
             session = self._session(message.target)
             session.write(message.field("data", str))
@@ -29,8 +47,6 @@ class MultiConnection(TerminalConnection):
             self._session(message.target).resize(*message.dims())
         elif kind == "ping":
             await self.send(protocol.encode("pong", None, message.session_id))
-        elif kind == "create_session":
-            await self._create(message)
         elif kind == "reattach_session":
             await self._reattach(message)
         elif kind == "list_sessions":
@@ -45,25 +61,46 @@ class MultiConnection(TerminalConnection):
                 protocol.encode("session_renamed", {"sessionId": session.id, "name": session.name}, session.id)
             )
 
+    def _start_create(self, message: ClientMessage) -> None:
+        session_id = validate_session_id(message.target)
+        task = asyncio.get_running_loop().create_task(self._create(message))
+        self._creating[session_id] = task
+
+        def done(_task: asyncio.Task[None]) -> None:
+            if self._creating.get(session_id) is task:
+                del self._creating[session_id]
+
+        task.add_done_callback(done)
+
+    async def settle(self) -> None:
+        await asyncio.gather(*self._creating.values(), return_exceptions=True)
+
     def _session(self, session_id: str) -> TerminalSession:
         return self.manager.get(self.workspace_id, session_id, self.principal.user_id)
 
     async def _create(self, message: ClientMessage) -> None:
         session_id = message.target
-        rows, cols = message.dims()
-        session = await self.manager.create(
-            self.workspace_id,
-            self.principal.user_id,
-            session_id,
-            rows=rows,
-            cols=cols,
-            name=message.data.get("name"),
-            work_dir=message.field("workDir", str, required=False),
-        )
+        try:
+            rows, cols = message.dims()
+            session = await self.manager.create(
+                self.workspace_id,
+                self.principal.user_id,
+                session_id,
+                rows=rows,
+                cols=cols,
+                name=message.data.get("name"),
+                work_dir=message.field("workDir", str, required=False),
+            )
+        except (ApiError, ProtocolError) as exc:
+            with contextlib.suppress(ConnectionGone):
+                await self.send(protocol.error(exc.code, exc.message, session_id))
+            return
         viewer = self.manager.attach(session)
         viewer.start_live(0)
         try:
             await self.send(protocol.encode("session_created", _describe(session), session.id))
+        except ConnectionGone:
+            pass
         finally:
             self.follow(session, viewer)
 

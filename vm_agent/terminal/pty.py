@@ -46,6 +46,18 @@ def clamp_dimension(value: object, default: int) -> int:
     return max(1, min(500, int(value)))
 
 
+def _kill_abandoned(spawning: asyncio.Future[ptyprocess.PtyProcess]) -> None:
+    if spawning.cancelled() or spawning.exception() is not None:
+        return
+    proc = spawning.result()
+    proc.closed = True
+    with contextlib.suppress(OSError):
+        os.killpg(proc.pid, signal.SIGKILL)
+        os.waitpid(proc.pid, 0)  # prompt after SIGKILL; this path is rare (shutdown mid-spawn)
+    with contextlib.suppress(OSError):
+        proc.fileobj.close()
+
+
 class PtyProcess:
     """One child process on its own PTY and session (its pid is its process group id)."""
 
@@ -99,8 +111,13 @@ class PtyProcess:
                 list(argv), env=dict(env), dimensions=(rows, cols), preexec_fn=enter_directory
             )
 
+        spawning = asyncio.get_running_loop().run_in_executor(None, start)
         try:
-            proc = await asyncio.to_thread(start)
+            proc = await asyncio.shield(spawning)
+        except asyncio.CancelledError:
+            # The fork cannot be called back: make sure the child does not outlive its caller.
+            spawning.add_done_callback(_kill_abandoned)
+            raise
         except Exception as exc:  # ptyprocess re-raises the child's error under various types
             raise SpawnError(f"cannot start {argv[0]!r}: {exc}") from None
         # ptyprocess's own close() sleeps and its __del__ calls it; this class owns the lifecycle.

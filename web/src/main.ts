@@ -242,7 +242,8 @@ function signedOut(): void {
   const workspace = new URLSearchParams(window.location.search).get('workspace');
   showPanel(
     h('h2', {}, 'Sign in to vm-agent'),
-    h('p', {}, 'Open the link that `vm-agent dev` printed (it ends in ?token=…), or paste a token:'),
+    h('p', {}, 'Open the link the daemon printed when it started (it ends in ', h('code', {}, '/?token=…'),
+      '), or paste a token:'),
     h('form', { method: 'get', action: '/', class: 'login' }, token,
       workspace ? h('input', { type: 'hidden', name: 'workspace', value: workspace }) : null,
       h('button', { type: 'submit', class: 'primary' }, 'Sign in')),
