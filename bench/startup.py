@@ -18,7 +18,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from vm_agent.devkeys import DEV_ISSUER, DevKey, serve_jwks  # noqa: E402
+from vm_agent.devkeys import DEV_ISSUER, DevKey, serve_jwks
 
 
 def free_port() -> int:

@@ -48,6 +48,16 @@ AGENT_RESTARTS = Counter("vm_agent_agent_restarts_total", "Agent processes resta
 LOOP_LAG = Gauge("vm_agent_event_loop_lag_seconds", "How late the last event-loop probe woke up.", registry=REGISTRY)
 LOOP_LAG_MAX = Gauge("vm_agent_event_loop_lag_max_seconds", "Largest probe lateness since start.", registry=REGISTRY)
 
+_OUTCOMES = frozenset(
+    {"end_turn", "max_tokens", "max_turn_requests", "refusal", "cancelled", "recovered", "error"}
+)
+
+
+def prompt_outcome(stop_reason: str | None) -> str:
+    """A bounded label: agents may invent stop reasons, metrics must not grow without limit."""
+    return stop_reason if stop_reason in _OUTCOMES else "other"
+
+
 SessionSource = Callable[[], Iterable[tuple[str, str, int]]]  # (kind, state, count)
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from vm_agent import metrics
 from vm_agent.agents.driver import (
     CANCELLED,
     AgentCrashed,
@@ -99,6 +100,7 @@ class PromptRunner:
                 delay = min(self.settings.acp_prompt_retry_initial_backoff * 2 ** (attempt - 1),
                             self.settings.acp_prompt_retry_max_backoff)
                 self.counts["retries"] += 1
+                metrics.PROMPT_RETRIES.inc()
                 self.emit({"type": "prompt_retry", "promptId": item.id, "attempt": attempt,
                            "maxRetries": retries, "delaySeconds": delay, "error": str(exc)})
                 self._log.info("prompt_retry_scheduled", attempt=attempt, delay=delay, error=str(exc))
@@ -153,6 +155,7 @@ class PromptRunner:
             return None, {"code": -32004, "message": message}
         self._restarts.append(now)
         self.counts["restarts"] += 1
+        metrics.AGENT_RESTARTS.inc()
         try:
             await self._start_agent(resume=True)
         except AgentStartError as start_exc:
@@ -234,6 +237,7 @@ class PromptRunner:
             reply["promptId"] = each.id
             self.emit(reply)
             self.counts["prompts"] += 1
+            metrics.PROMPTS.labels(metrics.prompt_outcome(stop_reason if error is None else "error")).inc()
             done: dict[str, Any] = {"type": "session_prompt_done", "promptId": each.id,
                                     "stopReason": stop_reason if error is None else "error"}
             if error is not None:

@@ -180,6 +180,13 @@ class AgentGateway:
     def workspace_session_count(self, workspace_id: str) -> int:
         return sum(1 for ws, _ in self._sessions if ws == workspace_id)
 
+    def sessions_by_state(self) -> dict[str, int]:
+        """Agent sessions by status (idle, starting, ready, prompting, error, stopped) for /metrics."""
+        counts: dict[str, int] = {}
+        for session in self._sessions.values():
+            counts[session.status] = counts.get(session.status, 0) + 1
+        return counts
+
     async def close_workspace(self, workspace_id: str) -> int:
         """Stop every agent of a deleted workspace and forget its sessions."""
         doomed = [k for k in self._sessions if k[0] == workspace_id]

@@ -31,6 +31,7 @@ from typing import Any
 
 import structlog
 
+from vm_agent import metrics
 from vm_agent.agents._runner import PromptRunner
 from vm_agent.agents.driver import (
     CANCELLED,
@@ -153,6 +154,7 @@ class AgentSession(PromptRunner):
         # Splicing the number in front keeps the agent's bytes as they were: no re-serializing.
         # (`message` is a non-empty object, so its text continues after "{" with a key.)
         self.log.append(b'{"seq":%d,%b' % (seq, raw[1:]))
+        metrics.AGENT_MESSAGES.inc()
         return seq
 
     def _set_status(self, status: str, error: str | None = None) -> None:

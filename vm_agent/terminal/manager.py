@@ -114,6 +114,18 @@ class TerminalManager:
     def session_count(self) -> int:
         return len(self._sessions)
 
+    def workspace_session_count(self, workspace_id: str) -> int:
+        """Sessions of one workspace (the `sessions` field of `GET /workspaces`)."""
+        return sum(1 for s in self._sessions.values() if s.workspace_id == workspace_id)
+
+    def sessions_by_state(self) -> dict[str, int]:
+        """Sessions by status (running, exited) for /metrics, with viewerless ones as `orphaned`."""
+        counts: dict[str, int] = {}
+        for session in self._sessions.values():
+            state = session.status if session.viewers or not session.running else "orphaned"
+            counts[state] = counts.get(state, 0) + 1
+        return counts
+
     async def tabs_synced(self) -> None:
         """Wait until every tab change made so far is in the store."""
         await self._tab_queue.join()

@@ -20,9 +20,11 @@ from collections.abc import Callable, Mapping, Sequence
 import ptyprocess
 
 # One PTY read is at most this much; the reader drains up to _DRAIN_BYTES per wake-up so a
-# flooding program is consumed in large appends (fewer wake-ups of every viewer).
+# flooding program is consumed in large appends (fewer wake-ups of every viewer), yet no single
+# callback holds the loop long: with hundreds of flooding terminals, /health and keystrokes of
+# other sessions still get a turn every few milliseconds.
 _READ_BYTES = 65536
-_DRAIN_BYTES = 256 * 1024
+_DRAIN_BYTES = 32 * 1024
 # Exit status reported for a process killed by a signal, the shell's convention (128 + signo).
 _SIGNAL_BASE = 128
 

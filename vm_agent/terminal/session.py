@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 
+from vm_agent import metrics
 from vm_agent.errors import TooManyRequests
 from vm_agent.terminal.output import TerminalOutput, Viewer
 from vm_agent.terminal.pty import InputOverflow, PtyProcess
@@ -82,6 +83,7 @@ class TerminalSession:
     def _output(self, data: bytes) -> None:
         self.last_activity_at = self._clock()
         self.output.append(data)
+        metrics.TERMINAL_BYTES.labels("out").inc(len(data))
 
     def _exited(self, code: int) -> None:
         """The program ended (by itself or because we closed it): flush and end the stream."""
@@ -111,8 +113,10 @@ class TerminalSession:
     def write(self, data: str) -> None:
         if self._pty is not None and self.running:
             self.last_activity_at = self._clock()
+            encoded = data.encode("utf-8", "replace")
+            metrics.TERMINAL_BYTES.labels("in").inc(len(encoded))
             try:
-                self._pty.write(data.encode("utf-8", "replace"))
+                self._pty.write(encoded)
             except InputOverflow as exc:
                 raise TooManyRequests(str(exc), code="input_overflow") from None
 
