@@ -138,7 +138,8 @@ async def test_dev_prints_tokens_that_work(tmp_path):
                 banner += line.decode()
         tokens = re.findall(r"eyJ[\w-]+\.[\w-]+\.[\w-]+", banner)
         assert f"https://127.0.0.1:{port}" in banner
-        user_token, management_token = tokens[:2]
+        console_token, user_token, management_token = tokens[:3]
+        assert console_token == user_token  # the console link logs in as the printed user
         url = f"https://127.0.0.1:{port}"
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as http:
             async with http.get(f"{url}/system-info", headers={"Authorization": f"Bearer {management_token}"}) as r:

@@ -87,6 +87,8 @@ async def test_shutdown_says_going_away_and_kills_every_shell(make_daemon, conne
     pid = await shell_pid(client, "s")
     stopping = asyncio.create_task(daemon.stop())
     message = await client.ws.receive(timeout=10)
+    while message.type == aiohttp.WSMsgType.TEXT:  # output still in flight (e.g. the next prompt)
+        message = await client.ws.receive(timeout=10)
     assert message.type == aiohttp.WSMsgType.CLOSE and message.data == 1001
     await stopping
     assert not pid_alive(pid)

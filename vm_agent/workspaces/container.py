@@ -9,8 +9,9 @@ is listed in `Command.cleanup_paths` for the spawner to delete once the process 
 Ending the docker CLI does not end the program in the container: dockerd keeps an exec's
 process (and its TTY) alive after the client is gone, so every closed terminal would leave a
 shell behind. So the program records its PID in the container, and a small host-side shell
-wrapper, when the CLI ends or is signalled, runs one detached `docker exec` that hangs up
-that process, its session (a TTY exec is a session leader) and its descendants.
+wrapper keeps a detached reaper waiting for it: when the wrapper ends, by itself or killed,
+the reaper runs one `docker exec` that hangs up that process, its session (a TTY exec is a
+session leader) and its descendants.
 """
 
 from __future__ import annotations
@@ -58,29 +59,27 @@ kill -KILL $victims 2>/dev/null
 exit 0
 """
 
-# On the host: run the docker CLI (args after the container and pid file), and whenever it
-# ends, by itself or because we were signalled, reap the program in the container. The reaper
-# runs detached (own session) so the SIGKILL that may follow our SIGHUP cannot stop it halfway,
-# ignoring the hangup the kernel sends our process group when we (the session leader) exit.
-# A non-interactive shell gives background jobs /dev/null as stdin: fd 3 keeps the real one.
+# On the host: run the docker CLI (args after the container and pid file) and make sure the
+# program in the container is reaped when we end, however we end. Traps would miss a SIGKILL
+# (the last step of closing a terminal), so the reaper is started up front, in its own session,
+# blocked reading a FIFO whose only writer is this shell: end of file means we are gone, by any
+# means, and only then does it run the reap exec. `<>` opens the FIFO without waiting for the
+# reader. A non-interactive shell gives background jobs /dev/null as stdin: fd 3 keeps the real one.
 _HOST_WRAPPER = """ctr=$1; pidfile=$2; shift 2
 cli=""
 for a in "$@"; do [ "$a" = exec ] && break; cli="$cli $a"; done
-reap() {
-    detach=""; command -v setsid >/dev/null 2>&1 && detach=setsid
-    (trap '' HUP INT TERM; exec $detach $cli exec "$ctr" /bin/sh -c REAP sh "$pidfile") \
-        >/dev/null 2>&1 </dev/null &
-}
-trap 'kill $child 2>/dev/null; reap; exit 129' HUP
-trap 'kill $child 2>/dev/null; reap; exit 143' TERM
-trap 'kill $child 2>/dev/null; reap; exit 130' INT
+fifo=$(mktemp -u "${TMPDIR:-/tmp}/vm-agent-reap-XXXXXXXX") && mkfifo -m 600 "$fifo" || exit 125
+exec 6<>"$fifo"
+detach=""; command -v setsid >/dev/null 2>&1 && detach=setsid
+$detach /bin/sh -c 'trap "" HUP INT TERM; f=$1; shift; cat <"$f" >/dev/null 2>&1; rm -f "$f"; exec "$@"' \
+    sh "$fifo" $cli exec "$ctr" /bin/sh -c REAP sh "$pidfile" >/dev/null 2>&1 </dev/null 6>&- &
+trap 'kill $child 2>/dev/null; exit 129' HUP
+trap 'kill $child 2>/dev/null; exit 143' TERM
+trap 'kill $child 2>/dev/null; exit 130' INT
 exec 3<&0
-"$@" <&3 3<&- &
+"$@" <&3 3<&- 6>&- &
 child=$!
 wait $child
-code=$?
-reap
-exit $code
 """.replace("REAP", shlex.quote(_REAP))
 
 
