@@ -92,6 +92,12 @@ class TerminalManager:
         if self._tabs is not None:
             self._tab_writer = asyncio.get_running_loop().create_task(self._write_tabs())
 
+    def pause_output(self) -> None:
+        """First step of shutdown: stop reading every PTY so hundreds of flooding programs
+        cannot starve the loop that must now close sockets and processes."""
+        for session in self._sessions.values():
+            session.pause_output()
+
     async def shutdown(self) -> None:
         """Kill every PTY (HUP, TERM, KILL) and stop background work."""
         self._closed = True

@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import ptyprocess
 
+from vm_agent.terminal import ingest
+
 # One PTY read is at most this much; the reader drains up to _DRAIN_BYTES per wake-up so a
 # flooding program is consumed in large appends (fewer wake-ups of every viewer), yet no single
 # callback holds the loop long: with hundreds of flooding terminals, /health and keystrokes of
@@ -74,7 +76,9 @@ class PtyProcess:
         self._exit_callbacks: list[Callable[[int], None]] = []
         self._pending = bytearray()
         os.set_blocking(proc.fd, False)
-        self._loop.add_reader(proc.fd, self._read_ready)
+        self._paused = False
+        self._ingest = ingest.for_loop(self._loop)
+        self._loop.add_reader(proc.fd, self._readable)
         self._poll_task: asyncio.Task[None] | None = None
         self._pidfd: int | None = None
         try:
@@ -184,10 +188,17 @@ class PtyProcess:
         with contextlib.suppress(OSError):
             fcntl.ioctl(self._fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
-    def _read_ready(self) -> None:
+    def _readable(self) -> None:
+        """The PTY has output: wait for a turn of the ingest scheduler (reader off meanwhile)."""
+        if self._fd is not None:
+            self._loop.remove_reader(self._fd)
+            self._ingest.ready(self._read_ready)
+
+    def _read_ready(self) -> int:
+        """Drain up to _DRAIN_BYTES, hand them on, re-arm the reader; returns bytes read."""
         fd = self._fd
         if fd is None:
-            return
+            return 0
         chunks: list[bytes] = []
         total = 0
         eof = False
@@ -211,6 +222,9 @@ class PtyProcess:
             self._loop.remove_reader(fd)
             if self._pidfd is None:
                 self._reap_blocking_soon()
+        elif self._fd == fd and not self._paused:
+            self._loop.add_reader(fd, self._readable)
+        return total
 
     def drain(self) -> None:
         """Read whatever the PTY still holds (called when the process has exited)."""
@@ -283,6 +297,13 @@ class PtyProcess:
         in its process group (background jobs), as closing a real terminal would."""
         self.close_fd()
         self._signal_groups(signal.SIGHUP, None)
+
+    def pause_reading(self) -> None:
+        """Stop consuming output (shutdown): a flooding program then blocks on its full PTY
+        instead of keeping the loop busy while the daemon is trying to close everything."""
+        self._paused = True
+        if self._fd is not None:
+            self._loop.remove_reader(self._fd)
 
     def close_fd(self) -> None:
         """Release the master fd (the slave side sees a hang-up)."""

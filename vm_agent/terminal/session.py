@@ -125,6 +125,10 @@ class TerminalSession:
             self._pty.resize(rows, cols)
 
     # ------------------------------------------------------------------ end
+    def pause_output(self) -> None:
+        if self._pty is not None:
+            self._pty.pause_reading()
+
     async def close(self, reason: str, grace: float) -> None:
         """Stop the program (HUP, TERM, KILL with `grace` between) and end the output stream.
         Concurrent callers share one closing sequence."""

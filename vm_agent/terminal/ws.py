@@ -79,6 +79,9 @@ def _int(text: str | None) -> int | None:
 
 async def _close_sockets(app: web.Application) -> None:
     """On shutdown, tell every viewer we are going away (1001) so clients reconnect later."""
+    manager = app.get(appkeys.TERMINALS)
+    if manager is not None:
+        manager.pause_output()
     connections = list(app[_SOCKETS])
 
     async def close(connection: TerminalConnection) -> None:
