@@ -50,7 +50,7 @@ image-check: $(STAMP)
 ## stress: fuzzing, reconnect cycles, floods, faults (VM_AGENT_STRESS_PROFILE=short|full, default full)
 stress: $(STAMP)
 	@bash scripts/install-stress-deps.sh
-	VM_AGENT_STRESS_PROFILE=$${VM_AGENT_STRESS_PROFILE:-full} $(BIN)/pytest -q -ra -m stress tests/stress
+	VM_AGENT_STRESS_PROFILE=$${VM_AGENT_STRESS_PROFILE:-full} $(BIN)/pytest -q -ra -m stress tests/stress $(STRESS_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
