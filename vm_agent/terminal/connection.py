@@ -9,6 +9,7 @@ its client can resume from the last `next` it saw.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import time
@@ -58,7 +59,7 @@ class TokenBucket:
         return True
 
 
-class TerminalConnection:
+class TerminalConnection(abc.ABC):
     """Shared machinery of `/terminal/ws` and `/terminal/ws/multi`."""
 
     allowed = protocol.MULTI_TYPES
@@ -138,8 +139,9 @@ class TerminalConnection:
         except ApiError as exc:
             await self.send(protocol.error(exc.code, exc.message, _session_of(raw)))
 
+    @abc.abstractmethod
     async def handle(self, message: protocol.ClientMessage) -> None:
-        raise NotImplementedError
+        """Act on one valid client message (each endpoint speaks its own subset)."""
 
     # ------------------------------------------------------------------ sending
     async def send(self, text: str) -> None:
