@@ -32,6 +32,9 @@ TERMINAL_BYTES = Counter(
     ["direction"],
     registry=REGISTRY,
 )
+# Children bound once: these are counted on hot paths (every PTY read, every keystroke batch).
+TERMINAL_BYTES_IN = TERMINAL_BYTES.labels("in")
+TERMINAL_BYTES_OUT = TERMINAL_BYTES.labels("out")
 AGENT_MESSAGES = Counter(
     "vm_agent_agent_messages_total", "Messages appended to agent session histories.", registry=REGISTRY
 )
