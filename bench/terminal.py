@@ -1,11 +1,12 @@
 """Terminal benchmark: vm-agent beside terminado and the raw PTY rate, measured in one run.
 
-    .venv/bin/python bench/terminal.py [--quick]
+    .venv/bin/python bench/terminal.py [--quick] [--only throughput,echo,open,stall,replay] [--peers vm-agent]
 
 Both servers run as their own processes, over TLS with the same certificate, serving the same
 shell (/bin/sh, empty HOME) to the same client code in this process. The raw PTY figure is the
 same command read straight from a PTY by a minimal reader: the ceiling. Prints a table; no
 assertions. `--quick` uses ~20 MB instead of ~90 MB and skips the 1,000-session row.
+BENCH_PROFILE=/tmp/terminal.prof runs vm-agent under cProfile (written when it stops).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import aiohttp
 import ptyprocess
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.lean_ws import LeanSocket
 from vm_agent.devkeys import DEV_ISSUER, DevKey, serve_jwks
 
 SHELL = "/bin/sh"
@@ -44,6 +46,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time the process's live threads have run, from the scheduler's nanosecond counters
+    (/proc/…/stat's tick sampling over-charges a process whose wake-ups follow the timer tick,
+    as keystroke echoes through a PTY do)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total / 1e9
+
+
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -52,8 +67,8 @@ def rss_bytes(pid: int) -> int:
 
 
 # ---------------------------------------------------------------------- raw PTY ceiling
-def raw_pty_rate(command: str, cwd: Path) -> float:
-    """Bytes/s of `command`'s output read straight from a PTY with 64 KiB reads."""
+def raw_pty_rate(command: str, cwd: Path) -> tuple[float, int]:
+    """Bytes/s of `command`'s output read straight from a PTY with 64 KiB reads, and its size."""
     started = time.perf_counter()
     proc = ptyprocess.PtyProcess.spawn([SHELL, "-c", command], cwd=str(cwd), dimensions=(24, 80))
     total = 0
@@ -67,7 +82,7 @@ def raw_pty_rate(command: str, cwd: Path) -> float:
         total += len(chunk)
     elapsed = time.perf_counter() - started
     proc.close(force=True)
-    return total / elapsed
+    return total / elapsed, total
 
 
 # ---------------------------------------------------------------------- clients
@@ -104,8 +119,11 @@ class VmAgentTerm(Term):
         self.ws = ws
         self.session_id = session_id
 
+    def encode_input(self, text: str) -> str:
+        return json.dumps({"type": "input", "sessionId": self.session_id, "data": {"data": text}})
+
     async def send(self, text: str) -> None:
-        await self.ws.send_str(json.dumps({"type": "input", "sessionId": self.session_id, "data": {"data": text}}))
+        await self.ws.send_str(self.encode_input(text))
 
     def texts(self, raw: str) -> list[str]:
         message = json.loads(raw)
@@ -118,12 +136,45 @@ class TerminadoTerm(Term):
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.ws = ws
 
+    @staticmethod
+    def encode_input(text: str) -> str:
+        return json.dumps(["stdin", text])
+
     async def send(self, text: str) -> None:
-        await self.ws.send_str(json.dumps(["stdin", text]))
+        await self.ws.send_str(self.encode_input(text))
 
     def texts(self, raw: str) -> list[str]:
         message = json.loads(raw)
         return [message[1]] if message[0] == "stdout" else []
+
+
+class LeanTerm:
+    """A terminal read through the lean client (bench/lean_ws.py), in a worker thread."""
+
+    def __init__(self, sock: LeanSocket, encode: Callable[[str], str], texts: Callable[[str], list[str]]) -> None:
+        self.sock = sock
+        self._encode = encode
+        self._texts = texts
+
+    def send(self, text: str) -> None:
+        self.sock.send_text(self._encode(text))
+
+    def read_text_until(self, needle: str, timeout: float = 600) -> None:
+        """Decode frames as the peer's JSON until `needle` shows in the output text."""
+        deadline = time.monotonic() + timeout
+        tail = ""
+        while True:
+            for text in self._texts(self.sock.receive().decode()):
+                window = tail + text
+                if needle in window:
+                    return
+                tail = window[-64:]
+            if time.monotonic() > deadline:
+                raise TimeoutError(needle)
+
+    def ready(self) -> None:
+        self.send("printf '%s%s\\n' RE ADY\r")
+        self.read_text_until("READY")
 
 
 class Peer:
@@ -136,6 +187,10 @@ class Peer:
         self._count = 0
 
     async def open(self) -> Term:
+        raise NotImplementedError
+
+    def open_lean(self) -> LeanTerm:
+        """A terminal through the lean client (blocking: call it in a worker thread)."""
         raise NotImplementedError
 
     async def open_many(self, count: int) -> Callable[[], Awaitable[None]]:
@@ -170,6 +225,14 @@ class VmAgent(Peer):
         create = {"sessionId": session_id, "rows": 24, "cols": 80}
         await ws.send_str(json.dumps({"type": "create_session", "data": create}))
         return VmAgentTerm(ws, session_id)
+
+    def open_lean(self) -> LeanTerm:
+        self._count += 1
+        session_id = f"lean-{self._count}"
+        sock = LeanSocket(self.port, f"/terminal/ws/multi?token={self.token}")
+        sock.send_json({"type": "create_session", "data": {"sessionId": session_id, "rows": 24, "cols": 80}})
+        term = VmAgentTerm(None, session_id)  # type: ignore[arg-type]
+        return LeanTerm(sock, term.encode_input, term.texts)
 
     async def open_many(self, count: int) -> Callable[[], Awaitable[None]]:
         ws = await self._socket()
@@ -217,6 +280,10 @@ class Terminado(Peer):
     async def open(self) -> TerminadoTerm:
         ws = await self.http.ws_connect(f"wss://127.0.0.1:{self.port}/websocket", max_msg_size=0)
         return TerminadoTerm(ws)
+
+    def open_lean(self) -> LeanTerm:
+        term = TerminadoTerm(None)  # type: ignore[arg-type]
+        return LeanTerm(LeanSocket(self.port, "/websocket"), term.encode_input, term.texts)
 
     async def open_many(self, count: int) -> Callable[[], Awaitable[None]]:
         gate = asyncio.Semaphore(64)  # tornado's accept backlog is 128
@@ -332,45 +399,57 @@ async def ready(term: Term) -> None:
     await term.read_until("READY")
 
 
-async def throughput(peer: Peer, command: str) -> float:
-    term = await peer.open()
-    await ready(term)
+def throughput(peer: Peer, command: str, size: int) -> float:
+    """Bytes/s of `command`'s output (`size` bytes, as the raw PTY run counted) through `peer`.
+
+    Frames are only scanned for the end marker, never decoded: the client must not be what is
+    measured. Blocking; run in a worker thread.
+    """
+    term = peer.open_lean()
+    term.ready()
     started = time.perf_counter()
-    await term.send(f"{command}; {DONE_CMD}\r")
-    count = await term.read_until(DONE)
-    rate = count / (time.perf_counter() - started)
-    await term.ws.close()
+    term.send(f"{command}; {DONE_CMD}\r")
+    term.sock.read_until(DONE.encode())
+    rate = size / (time.perf_counter() - started)
+    term.sock.close()
     return rate
 
 
-async def echo_latency(peer: Peer, keys: int) -> tuple[float, float]:
-    term = await peer.open()
-    await ready(term)
-    await term.send("cat\r")
-    await term.send("x")
-    await term.read_until("x")
+def echo_latency(peer: Peer, keys: int) -> tuple[float, float, float]:
+    """Keystroke to echo, p50 and p99 seconds, over `keys` keys into `cat`, and the server's
+    CPU seconds per key. Blocking."""
+    term = peer.open_lean()
+    term.ready()
+    term.send("cat\r")
+    term.send("x")
+    term.read_text_until("x")
     samples = []
+    cpu = cpu_seconds(peer.pid)
     for i in range(keys):
         key = "ab"[i % 2]
         started = time.perf_counter()
-        await term.send(key)
-        await term.read_until(key, timeout=10)
+        term.send(key)
+        term.read_text_until(key, timeout=10)
         samples.append(time.perf_counter() - started)
-    await term.ws.close()
+    cpu = cpu_seconds(peer.pid) - cpu
+    term.sock.close()
     samples.sort()
-    return statistics.median(samples), samples[int(len(samples) * 0.99)]
+    return statistics.median(samples), samples[int(len(samples) * 0.99)], cpu / keys
 
 
-async def open_sessions(peer: Peer, count: int) -> tuple[float, float]:
-    """Seconds to open `count` sessions, and daemon RSS bytes per open idle session."""
+async def open_sessions(peer: Peer, count: int) -> tuple[float, float, float]:
+    """Seconds to open `count` sessions, daemon RSS bytes per open idle session, and daemon
+    CPU seconds per session opened."""
     before = rss_bytes(peer.pid)
+    cpu = cpu_seconds(peer.pid)
     started = time.perf_counter()
     close = await peer.open_many(count)
     elapsed = time.perf_counter() - started
+    cpu = (cpu_seconds(peer.pid) - cpu) / count
     await asyncio.sleep(1.0)  # shells print their prompt and go idle
     per_session = (rss_bytes(peer.pid) - before) / count
     await close()
-    return elapsed, per_session
+    return elapsed, per_session, cpu
 
 
 async def stalled_client(peer: Peer, data: Path, work: Path) -> tuple[float, float, bool]:
@@ -404,7 +483,7 @@ async def replay(peer: Peer, data_1m: Path) -> tuple[float, int, float | None]:
 
 
 # ---------------------------------------------------------------------- main
-async def main(quick: bool) -> None:
+async def main(quick: bool, only: set[str], peer_names: set[str]) -> None:
     size = 15 * MB if quick else int(67.5 * MB)  # base64 makes it 4/3 larger: ~20 / ~90 MB
     keys = 500 if quick else 2000
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -438,8 +517,9 @@ async def main(quick: bool) -> None:
             "LOG_LEVEL": "warn",
             "PTY_MAX_SESSIONS_PER_USER": "2000",
         }
+        profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
         agent = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "vm_agent", "serve", env=env, stderr=asyncio.subprocess.DEVNULL
+            sys.executable, *profile, "-m", "vm_agent", "serve", env=env, stderr=asyncio.subprocess.DEVNULL
         )
         results: dict[str, dict[str, str]] = {}
         http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False, limit=0))
@@ -464,8 +544,8 @@ async def main(quick: bool) -> None:
             vm.pid = agent.pid
             td = Terminado(http, tornado_port)
             td.pid = tornado.pid
-            peers: list[Peer] = [td, vm]
-            results = await measure(peers, data, size, data_1m, tmp, keys, quick)
+            peers: list[Peer] = [peer for peer in (td, vm) if not peer_names or peer.name in peer_names]
+            results = await measure(peers, data, size, data_1m, tmp, keys, quick, only)
             tornado.terminate()
             await tornado.wait()
         finally:
@@ -477,24 +557,32 @@ async def main(quick: bool) -> None:
 
 
 async def measure(
-    peers: list[Peer], data: Path, data_bytes: int, data_1m: Path, tmp: Path, keys: int, quick: bool
+    peers: list[Peer], data: Path, data_bytes: int, data_1m: Path, tmp: Path, keys: int, quick: bool,
+    only: set[str],
 ) -> dict:
     rows: dict[str, dict[str, str]] = {}
     lines_cmd, one_cmd = f"base64 -w 100 {data}", f"base64 -w 0 {data}"
-    raw_lines = await asyncio.to_thread(raw_pty_rate, f"{lines_cmd}; {DONE_CMD}", tmp)
-    raw_one = await asyncio.to_thread(raw_pty_rate, f"{one_cmd}; {DONE_CMD}", tmp)
+    raw_lines, lines_size = await asyncio.to_thread(raw_pty_rate, lines_cmd, tmp)
+    raw_one, one_size = await asyncio.to_thread(raw_pty_rate, one_cmd, tmp)
     rows["throughput, text lines (MB/s)"] = {"raw PTY": f"{raw_lines / MB:.1f}"}
     rows["throughput, one long line (MB/s)"] = {"raw PTY": f"{raw_one / MB:.1f}"}
+    wanted = only or {"throughput", "echo", "open", "stall", "replay"}
     for peer in peers:
-        await _guard(rows, peer.name, "throughput", _throughputs(rows, peer, lines_cmd, one_cmd, raw_lines, raw_one))
-        await _guard(rows, peer.name, "echo", _echo(rows, peer, keys))
-        # Idle RSS before the big-buffer runs, whose memory is being returned meanwhile.
-        await _guard(rows, peer.name, "open 200", _open(rows, peer, 200))
-        await asyncio.sleep(2)  # let the closed terminals' processes go
-        await _guard(rows, peer.name, "stall", _stall(rows, peer, data, tmp))
-        await _guard(rows, peer.name, "replay", _replay(rows, peer, data_1m))
+        lines, one = (lines_cmd, lines_size, raw_lines), (one_cmd, one_size, raw_one)
+        if "throughput" in wanted:
+            await _guard(rows, peer.name, "throughput", _throughputs(rows, peer, lines, one))
+        if "echo" in wanted:
+            await _guard(rows, peer.name, "echo", _echo(rows, peer, keys))
+        if "open" in wanted:
+            # Idle RSS before the big-buffer runs, whose memory is being returned meanwhile.
+            await _guard(rows, peer.name, "open 200", _open(rows, peer, 200))
+            await asyncio.sleep(2)  # let the closed terminals' processes go
+        if "stall" in wanted:
+            await _guard(rows, peer.name, "stall", _stall(rows, peer, data, tmp))
+        if "replay" in wanted:
+            await _guard(rows, peer.name, "replay", _replay(rows, peer, data_1m))
         # Last: closing 1,000 terminals keeps a server busy for a while.
-        if not quick:
+        if "open" in wanted and not quick:
             await _guard(rows, peer.name, "open 1,000", _open(rows, peer, 1000))
     return rows
 
@@ -507,23 +595,27 @@ async def _guard(rows: dict, peer: str, what: str, run: Awaitable[None]) -> None
         rows.setdefault(f"{what}: failed", {})[peer] = f"{type(exc).__name__}"[:28]
 
 
-async def _throughputs(rows: dict, peer: Peer, lines_cmd: str, one_cmd: str, raw_lines: float, raw_one: float) -> None:
-    lines = await throughput(peer, lines_cmd)
-    rows["throughput, text lines (MB/s)"][peer.name] = f"{lines / MB:.1f} ({lines / raw_lines:.0%} of raw)"
-    one = await throughput(peer, one_cmd)
-    rows["throughput, one long line (MB/s)"][peer.name] = f"{one / MB:.1f} ({one / raw_one:.0%} of raw)"
+async def _throughputs(rows: dict, peer: Peer, lines: tuple[str, int, float], one: tuple[str, int, float]) -> None:
+    for row, (command, size, raw_rate) in (("text lines", lines), ("one long line", one)):
+        cpu = cpu_seconds(peer.pid)
+        rate = await asyncio.to_thread(throughput, peer, command, size)
+        cpu = cpu_seconds(peer.pid) - cpu
+        rows[f"throughput, {row} (MB/s)"][peer.name] = f"{rate / MB:.1f} ({rate / raw_rate:.0%} of raw)"
+        rows.setdefault(f"  server CPU per MB, {row} (ms)", {})[peer.name] = f"{cpu * 1000 / (size / MB):.1f}"
 
 
 async def _echo(rows: dict, peer: Peer, keys: int) -> None:
-    p50, p99 = await echo_latency(peer, keys)
+    p50, p99, cpu = await asyncio.to_thread(echo_latency, peer, keys)
     rows.setdefault(f"echo latency p50 / p99 over {keys} keys (us)", {})[peer.name] = (
         f"{p50 * 1e6:.0f} / {p99 * 1e6:.0f}"
     )
+    rows.setdefault("  server CPU per key (us)", {})[peer.name] = f"{cpu * 1e6:.0f}"
 
 
 async def _open(rows: dict, peer: Peer, count: int) -> None:
-    seconds, per_session = await open_sessions(peer, count)
+    seconds, per_session, cpu = await open_sessions(peer, count)
     rows.setdefault(f"open {count:,} sessions (s)", {})[peer.name] = f"{seconds:.2f}"
+    rows.setdefault(f"  server CPU per session opened, {count:,} (ms)", {})[peer.name] = f"{cpu * 1000:.2f}"
     if count == 200:
         rows.setdefault("daemon RSS per idle session (KB)", {})[peer.name] = f"{per_session / 1000:.1f}"
 
@@ -556,4 +648,8 @@ def print_table(rows: dict[str, dict[str, str]], megabytes: float) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="~20 MB runs, 500 keys, no 1,000-session row")
-    asyncio.run(main(parser.parse_args().quick))
+    parser.add_argument("--only", default="", help="comma-separated rows: throughput,echo,open,stall,replay")
+    parser.add_argument("--peers", default="", help="comma-separated peers: terminado,vm-agent")
+    args = parser.parse_args()
+    split = lambda text: {item for item in text.split(",") if item}  # noqa: E731
+    asyncio.run(main(args.quick, split(args.only), split(args.peers)))

@@ -5,9 +5,8 @@ types. The writer never waits for a reader: `append` stores and wakes waiters, n
 Each reader keeps its own position and asks for "everything after N"; when N has already been
 trimmed away the answer says exactly how much was lost (a gap) instead of silently skipping.
 
-Waking is done with one shared future per log that is resolved on every append and replaced
-lazily, so a thousand idle readers cost a thousand pending awaits and no per-append work
-beyond one `set_result`.
+An append wakes the readers that are waiting (one `set_result` each) and costs nothing when
+none is: a reader that is busy sending picks up everything appended meanwhile in one read.
 """
 
 from __future__ import annotations
@@ -22,21 +21,32 @@ T = TypeVar("T")
 
 
 class _Signal:
-    """A broadcast "something changed" that any number of tasks can await."""
+    """A broadcast "something changed" that any number of tasks can await.
+
+    Each waiter awaits its own future: a shared one would have to be shielded (a cancelled
+    waiter must not cancel it for the others), and a shield costs every wake-up an extra loop
+    turn, which is latency on every keystroke echo and every agent notification.
+    """
+
+    __slots__ = ("_waiters",)
 
     def __init__(self) -> None:
-        self._future: asyncio.Future[None] | None = None
+        self._waiters: dict[asyncio.Future[None], None] = {}
 
     def fire(self) -> None:
-        if self._future is not None and not self._future.done():
-            self._future.set_result(None)
-        self._future = None
+        if self._waiters:
+            waiters, self._waiters = self._waiters, {}
+            for future in waiters:
+                if not future.done():
+                    future.set_result(None)
 
     async def wait(self) -> None:
-        if self._future is None:
-            self._future = asyncio.get_running_loop().create_future()
-        # shield: one waiter being cancelled must not cancel the shared future for the others.
-        await asyncio.shield(self._future)
+        future = asyncio.get_running_loop().create_future()
+        self._waiters[future] = None
+        try:
+            await future
+        finally:
+            self._waiters.pop(future, None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import aiohttp
@@ -94,6 +95,13 @@ async def test_silent_peer_is_closed_and_a_live_one_is_kept(make_daemon, tmp_pat
     async with daemon.client() as http:
         silent = await http.ws_connect(url, params={"token": daemon.token()}, autoping=False)
         live = await http.ws_connect(url, params={"token": daemon.token()})  # answers pings
+        replies: asyncio.Queue[aiohttp.WSMessage] = asyncio.Queue()
+
+        async def keep_reading() -> None:  # a client only answers pings while it reads
+            while True:
+                await replies.put(await live.receive())
+
+        reader = asyncio.create_task(keep_reading())
         pings = 0
         while True:
             message = await silent.receive(timeout=10)
@@ -105,6 +113,7 @@ async def test_silent_peer_is_closed_and_a_live_one_is_kept(make_daemon, tmp_pat
         assert pings >= 1
         # The live socket has been up for longer than the read timeout and still answers.
         await live.send_str('{"type":"ping"}')
-        reply = await live.receive(timeout=5)
+        reply = await asyncio.wait_for(replies.get(), 5)
         assert json.loads(reply.data)["type"] == "pong"
+        reader.cancel()
         await live.close()

@@ -180,3 +180,32 @@ async def test_pipelined_creates_and_immediate_input(term_daemon, connect) -> No
     assert created == {f"p{i}" for i in range(20)}
     errors = [m for m in client.messages if m["type"] == "error"]
     assert [(e["sessionId"], e["data"]["error"]) for e in errors] == [("p3", "session_exists")]
+
+
+async def test_shell_owns_its_terminal_with_default_signals(term_daemon, connect) -> None:
+    """Job control works (the PTY is the shell's controlling terminal, Ctrl-C reaches the
+    foreground program) and programs start with no signal ignored or blocked: a daemon that
+    ignores SIGPIPE must not pass that on, or `yes | head` would report broken pipes."""
+    client = await connect(term_daemon)
+    await client.create("sig")
+    await client.type("sig", "grep -E '^Sig(Ign|Blk)' /proc/self/status | tr -d '\\t' | tr '\\n' ' '; echo ok''1\r")
+    text = await client.until_output("sig", "ok1")
+    assert "SigBlk:0000000000000000 SigIgn:0000000000000000" in text
+    await client.type("sig", "yes | head -n 2 >/dev/null; echo piped''$?\r")
+    text = await client.until_output("sig", "piped0")
+    assert "Broken pipe" not in text
+    shell = await shell_pid(client, "sig")
+    await client.type("sig", "sleep 30\r")
+    await until(lambda: _foreground_group(shell) not in (shell, None))  # sleep owns the terminal
+    await client.type("sig", "\x03")
+    await client.type("sig", "echo after$((1+1))\r")
+    await client.until_output("sig", "after2", timeout=5)
+
+
+def _foreground_group(pid: int) -> int | None:
+    """The foreground process group of `pid`'s controlling terminal (its tpgid)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[5])
+    except FileNotFoundError:
+        return None

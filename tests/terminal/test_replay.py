@@ -13,6 +13,7 @@ import struct
 import pytest
 
 from tests.terminal.conftest import terminal_env, until
+from vm_agent import appkeys
 
 SMALL_LOG = "65536"
 
@@ -139,3 +140,40 @@ async def test_a_socket_that_stops_reading_holds_back_neither_program_nor_others
     assert text.count("A" * 100) >= 59000
     assert "gap" not in str([m["data"].keys() for m in watcher.messages if m["type"] == "output"])
     stalled.close()
+
+
+async def test_a_peer_that_sends_but_never_reads_is_dropped_and_the_session_lives_on(
+    make_daemon, connect, tmp_path
+) -> None:
+    """A socket whose output has made no progress for the read timeout is aborted even though
+    its peer keeps talking (pings), so a wedged client never pins a sender; the program keeps
+    running and the client can come back and resume."""
+    daemon = await make_daemon(**terminal_env(tmp_path, TERMINAL_WS_READ_TIMEOUT="1s", TERMINAL_WS_PING_INTERVAL="0"))
+    owner = await connect(daemon)
+    await owner.create("wedge")
+    await owner.type("wedge", "yes wedged\r")  # output without end: buffers fill, sends stall
+    await owner.close()
+    session = daemon.app[appkeys.TERMINALS].get("host", "wedge", "user-1")
+    stalled = await _stalled_client(
+        daemon, '{"type":"reattach_session","data":{"sessionId":"wedge","rows":24,"cols":80}}'
+    )
+    await until(lambda: session.viewers == 1)
+
+    async def keep_talking() -> None:
+        while True:
+            stalled.write(_ws_frame('{"type":"ping"}'))
+            await stalled.drain()
+            await asyncio.sleep(0.1)  # a client's own pace, not a synchronisation
+
+    talker = asyncio.create_task(keep_talking())
+    try:
+        await until(lambda: session.viewers == 0, timeout=15)
+    finally:
+        talker.cancel()
+        stalled.close()
+    assert session.running
+    again = await connect(daemon)
+    await again.send("reattach_session", {"sessionId": "wedge", "rows": 24, "cols": 80})
+    await again.type("wedge", "\x03")
+    await again.type("wedge", "echo back$((1+1))\r")
+    await again.until_output("wedge", "back2", timeout=30)

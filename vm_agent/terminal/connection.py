@@ -5,6 +5,11 @@ session's log) and awaits its own socket writes. A slow socket therefore only de
 the PTY reader appends and returns, and other sockets send from their own positions. A write
 that stalls for longer than the read timeout means a dead peer: the socket is aborted and
 its client can resume from the last `next` it saw.
+
+Liveness is kept by one watchdog task per socket rather than a timeout around every receive
+and every send: those cost a timer and a context manager per keystroke and per output frame,
+a tenth of the daemon's CPU on the echo path (measured). The receive loop and the senders only
+note the time; the watchdog pings, and closes a silent peer or aborts a stalled one.
 """
 
 from __future__ import annotations
@@ -79,11 +84,16 @@ class TerminalConnection(abc.ABC):
         self.principal = principal
         self.workspace_id = workspace_id
         self._pumps: dict[str, asyncio.Task[None]] = {}
+        self._loop = asyncio.get_running_loop()
+        self._last_heard = self._loop.time()  # any frame from the peer, pongs included
+        # Sends in progress, by a serial number, with the time each began (oldest first).
+        self._sending: dict[int, float] = {}
+        self._send_serial = 0
         self._bucket = TokenBucket(self.settings.terminal_ws_message_rate, self.settings.terminal_ws_message_burst)
 
     # ------------------------------------------------------------------ main loop
     async def run(self) -> None:
-        pinger = asyncio.get_running_loop().create_task(self._ping())
+        pinger = self._loop.create_task(self._watchdog())
         try:
             await self.opened()
             await self._receive_loop()
@@ -113,19 +123,19 @@ class TerminalConnection(abc.ABC):
     async def _receive_loop(self) -> None:
         ws = self.ws
         while not ws.closed:
-            try:
-                message = await ws.receive(timeout=self.settings.terminal_ws_read_timeout)
-            except TimeoutError:
-                log.info("terminal_socket_idle", workspace=self.workspace_id)
-                await self._close(CLOSE_GOING_AWAY, "read timeout")
-                return
-            if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+            message = await ws.receive()
+            self._last_heard = self._loop.time()
+            kind = message.type
+            if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
                 if not self._bucket.take():
                     log.warning("terminal_socket_rate_limited", user=self.principal.user_id)
                     await self._close(CLOSE_POLICY, "message rate limit exceeded")
                     return
                 await self._dispatch(message.data)
-            else:  # CLOSE, CLOSING, CLOSED, ERROR (including 1009, sent by aiohttp itself)
+            elif kind is WSMsgType.PING:
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await ws.pong(message.data)
+            elif kind is not WSMsgType.PONG:  # CLOSE, CLOSING, CLOSED, ERROR (incl. 1009 from aiohttp)
                 return
 
     async def _dispatch(self, raw: str | bytes) -> None:
@@ -144,16 +154,16 @@ class TerminalConnection(abc.ABC):
         """Act on one valid client message (each endpoint speaks its own subset)."""
 
     # ------------------------------------------------------------------ sending
-    async def send(self, text: str) -> None:
+    async def send(self, payload: bytes) -> None:
+        """Send one encoded server message (UTF-8 JSON) as a text frame."""
+        serial = self._send_serial = self._send_serial + 1
+        self._sending[serial] = self._loop.time()
         try:
-            async with asyncio.timeout(self.settings.terminal_ws_read_timeout):
-                await self.ws.send_str(text)
-        except TimeoutError:
-            log.warning("terminal_socket_send_stalled", workspace=self.workspace_id)
-            self._abort()
-            raise ConnectionGone from None
+            await self.ws.send_frame(payload, WSMsgType.TEXT)
         except (ConnectionError, RuntimeError):
             raise ConnectionGone from None
+        finally:
+            del self._sending[serial]
 
     def _abort(self) -> None:
         transport = self.request.transport
@@ -164,16 +174,34 @@ class TerminalConnection(abc.ABC):
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), 2)
 
-    async def _ping(self) -> None:
+    async def _watchdog(self) -> None:
+        """Ping every interval; close a peer silent for the read timeout (1001) and abort one
+        with a send pending for as long (a dead peer with a full window, even if it talks)."""
         interval = self.settings.terminal_ws_ping_interval
-        if interval <= 0:
+        timeout = self.settings.terminal_ws_read_timeout
+        checks = [period for period in (interval, timeout / 4) if period > 0]
+        if not checks:
             return
+        period = min(checks)
+        next_ping = self._loop.time() + interval
         while not self.ws.closed:
-            await asyncio.sleep(interval)
-            try:
-                await self.ws.ping()
-            except (ConnectionError, RuntimeError):
+            await asyncio.sleep(period)
+            now = self._loop.time()
+            oldest_send = next(iter(self._sending.values()), now)
+            if timeout > 0 and now - oldest_send > timeout:
+                log.warning("terminal_socket_send_stalled", workspace=self.workspace_id)
+                self._abort()
                 return
+            if timeout > 0 and now - self._last_heard > timeout:
+                log.info("terminal_socket_idle", workspace=self.workspace_id)
+                await self._close(CLOSE_GOING_AWAY, "read timeout")
+                return
+            if interval > 0 and now >= next_ping:
+                next_ping = now + interval
+                try:
+                    await self.ws.ping()
+                except (ConnectionError, RuntimeError):
+                    return
 
     # ------------------------------------------------------------------ sessions
     def follow(self, session: TerminalSession, viewer: Viewer) -> None:
@@ -208,7 +236,7 @@ class TerminalConnection(abc.ABC):
         """Hook: `session_closed` was sent for a session this socket followed."""
 
 
-def session_closed(session: TerminalSession) -> str:
+def session_closed(session: TerminalSession) -> bytes:
     reason = session.close_reason or "process_exit"
     data: dict[str, Any] = {"sessionId": session.id, "reason": reason}
     if reason == "process_exit" and session.exit_code is not None:

@@ -3,8 +3,9 @@
 Without this, every readable PTY gets its callback in the same loop turn, so 200 programs
 printing as fast as they can make each turn do 200 drains before an HTTP request, a keystroke
 of another session or a timer gets a look in (measured: /health p99 of seconds). Here a
-readable PTY only enqueues itself (its reader is removed meanwhile) and one callback per turn
-drains queued PTYs, oldest first, up to a byte budget; the rest wait for the next turn. Work
+readable PTY is drained at once only while the loop turn's byte budget lasts; after that it
+enqueues itself (its reader removed meanwhile) and a callback at the start of the next turn
+drains queued PTYs, oldest first, up to the budget; the rest wait for the turn after. Work
 per turn is bounded, nobody is skipped, and a flooding program is only slowed when the loop is
 genuinely saturated (its PTY fills while it waits its turn), never because nobody watches.
 """
@@ -19,29 +20,51 @@ from collections.abc import Callable
 # Bytes drained from PTYs per loop turn (each PTY gives up to its own per-wake-up budget).
 TURN_BYTES = 32 * 1024
 
-Drain = Callable[[], int]  # reads what one PTY holds (bounded), re-arms it, returns bytes read
+Drain = Callable[[], int]  # reads what one PTY holds (bounded), returns bytes read
 
 
 class IngestScheduler:
+    """Per loop turn, PTYs are drained in the order they became readable until TURN_BYTES.
+
+    While the turn's budget lasts, a PTY that becomes readable is drained at once (a keystroke
+    echo must not wait an extra loop turn); once it is spent, PTYs queue for the next turn. The
+    budget is renewed by a callback that runs at the start of the next turn.
+    """
+
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._queue: deque[Drain] = deque()
+        self._budget = TURN_BYTES
         self._scheduled = False
 
-    def ready(self, drain: Drain) -> None:
+    def drain_now(self, drain: Drain) -> bool:
+        """Drain at once if this turn's budget allows it; False means the caller must `queue`
+        (and stop watching its fd meanwhile, or it would be reported readable every turn)."""
+        if self._budget <= 0 or self._queue:
+            return False
+        self._budget -= drain()
+        self._schedule()
+        return True
+
+    def queue(self, drain: Drain) -> None:
         self._queue.append(drain)
+        self._schedule()
+
+    def _schedule(self) -> None:
         if not self._scheduled:
             self._scheduled = True
-            self._loop.call_soon(self._run)
+            self._loop.call_soon(self._next_turn)
 
-    def _run(self) -> None:
+    def _next_turn(self) -> None:
         self._scheduled = False
-        budget = TURN_BYTES
-        while self._queue and budget > 0:
-            budget -= self._queue.popleft()()
-        if self._queue:  # the rest go next turn, after whatever else became ready meanwhile
+        self._budget = TURN_BYTES
+        while self._queue and self._budget > 0:
+            self._budget -= self._queue.popleft()()
+        if self._queue or self._budget < TURN_BYTES:
+            # Queued PTYs wait for the next turn, after whatever else became ready meanwhile;
+            # a budget used here or inline is renewed then too.
             self._scheduled = True
-            self._loop.call_soon(self._run)
+            self._loop.call_soon(self._next_turn)
 
 
 _schedulers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, IngestScheduler] = weakref.WeakKeyDictionary()

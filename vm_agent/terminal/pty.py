@@ -12,14 +12,14 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import shutil
 import signal
 import struct
 import termios
 from collections.abc import Callable, Mapping, Sequence
 
-import ptyprocess
-
 from vm_agent.terminal import ingest
+from vm_agent.terminal.spawn import spawn_on_terminal
 
 # One PTY read is at most this much; the reader drains up to _DRAIN_BYTES per wake-up so a
 # flooding program is consumed in large appends (fewer wake-ups of every viewer), yet no single
@@ -27,6 +27,9 @@ from vm_agent.terminal import ingest
 # other sessions still get a turn every few milliseconds.
 _READ_BYTES = 65536
 _DRAIN_BYTES = 32 * 1024
+# At exit, what the PTY still holds (its buffers keep well under this); bounded because a
+# background job that outlived the shell may still be writing.
+_EXIT_DRAIN_BYTES = 256 * 1024
 # Exit status reported for a process killed by a signal, the shell's convention (128 + signo).
 _SIGNAL_BASE = 128
 
@@ -50,35 +53,51 @@ def clamp_dimension(value: object, default: int) -> int:
     return max(1, min(500, int(value)))
 
 
-def _kill_abandoned(spawning: asyncio.Future[ptyprocess.PtyProcess]) -> None:
+def _kill_abandoned(spawning: asyncio.Future[tuple[int, int]]) -> None:
     if spawning.cancelled() or spawning.exception() is not None:
         return
-    proc = spawning.result()
-    proc.closed = True
+    pid, master = spawning.result()
     with contextlib.suppress(OSError):
-        os.killpg(proc.pid, signal.SIGKILL)
-        os.waitpid(proc.pid, 0)  # prompt after SIGKILL; this path is rare (shutdown mid-spawn)
+        os.killpg(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)  # prompt after SIGKILL; this path is rare (shutdown mid-spawn)
     with contextlib.suppress(OSError):
-        proc.fileobj.close()
+        os.close(master)
+
+
+def _start(argv: Sequence[str], env: Mapping[str, str], cwd: str | None, rows: int, cols: int) -> tuple[int, int]:
+    """Open a PTY of the given size and start `argv` on it; returns (pid, master fd)."""
+    path = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH", os.defpath))
+    if path is None:
+        raise OSError(2, f"{argv[0]}: not found on PATH")
+    master, slave = os.openpty()
+    try:
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        pid = spawn_on_terminal(path, argv, env, cwd, os.ttyname(slave))
+    except BaseException:
+        os.close(master)
+        raise
+    finally:
+        os.close(slave)  # the child has its own; EOF on the master then means it is gone
+    return pid, master
 
 
 class PtyProcess:
     """One child process on its own PTY and session (its pid is its process group id)."""
 
-    def __init__(self, proc: ptyprocess.PtyProcess, on_output: Callable[[bytes], None]) -> None:
-        self._proc = proc
-        self.pid: int = proc.pid
-        self._fd: int | None = proc.fd
+    def __init__(self, pid: int, master: int, on_output: Callable[[bytes], None]) -> None:
+        self.pid = pid
+        self._fd: int | None = master
         self._on_output = on_output
         self._loop = asyncio.get_running_loop()
         self._exit_code: int | None = None
         self._exited: asyncio.Future[int] = self._loop.create_future()
         self._exit_callbacks: list[Callable[[int], None]] = []
         self._pending = bytearray()
-        os.set_blocking(proc.fd, False)
+        os.set_blocking(master, False)
         self._paused = False
+        self._eof = False
         self._ingest = ingest.for_loop(self._loop)
-        self._loop.add_reader(proc.fd, self._readable)
+        self._loop.add_reader(master, self._readable)
         self._poll_task: asyncio.Task[None] | None = None
         self._pidfd: int | None = None
         try:
@@ -99,36 +118,21 @@ class PtyProcess:
         cols: int,
         on_output: Callable[[bytes], None],
     ) -> PtyProcess:
-        """Fork and exec `argv` on a new PTY.
+        """Start `argv` on a new PTY (see vm_agent.terminal.spawn for how).
 
-        The fork/exec handshake blocks until the child has exec'd (that is how exec errors are
-        reported), so it runs in a worker thread; everything after it is on the loop.
+        posix_spawn returns once the child has exec'd (that is how exec errors are reported),
+        which takes a millisecond or more, so it runs in a worker thread.
         """
-
-        def enter_directory() -> None:
-            # Runs in the child. ptyprocess's own `cwd` does the chdir outside its error
-            # reporting, so a missing directory would leave the child running this Python
-            # process's code; errors raised here are reported to the parent instead.
-            if cwd is not None:
-                os.chdir(cwd)
-
-        def start() -> ptyprocess.PtyProcess:
-            return ptyprocess.PtyProcess.spawn(
-                list(argv), env=dict(env), dimensions=(rows, cols), preexec_fn=enter_directory
-            )
-
-        spawning = asyncio.get_running_loop().run_in_executor(None, start)
+        spawning = asyncio.get_running_loop().run_in_executor(None, _start, argv, env, cwd, rows, cols)
         try:
-            proc = await asyncio.shield(spawning)
+            pid, master = await asyncio.shield(spawning)
         except asyncio.CancelledError:
-            # The fork cannot be called back: make sure the child does not outlive its caller.
+            # The spawn cannot be called back: make sure the child does not outlive its caller.
             spawning.add_done_callback(_kill_abandoned)
             raise
-        except Exception as exc:  # ptyprocess re-raises the child's error under various types
-            raise SpawnError(f"cannot start {argv[0]!r}: {exc}") from None
-        # ptyprocess's own close() sleeps and its __del__ calls it; this class owns the lifecycle.
-        proc.closed = True
-        return cls(proc, on_output)
+        except OSError as exc:
+            raise SpawnError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from None
+        return cls(pid, master, on_output)
 
     # ------------------------------------------------------------------ state
     @property
@@ -189,20 +193,34 @@ class PtyProcess:
             fcntl.ioctl(self._fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
     def _readable(self) -> None:
-        """The PTY has output: wait for a turn of the ingest scheduler (reader off meanwhile)."""
-        if self._fd is not None:
-            self._loop.remove_reader(self._fd)
-            self._ingest.ready(self._read_ready)
-
-    def _read_ready(self) -> int:
-        """Drain up to _DRAIN_BYTES, hand them on, re-arm the reader; returns bytes read."""
+        """The PTY has output: drain it now if the loop turn's budget allows, else queue for a
+        turn of the ingest scheduler (reader off meanwhile)."""
         fd = self._fd
-        if fd is None:
+        if fd is None or self._ingest.drain_now(self._drain):
+            return
+        self._loop.remove_reader(fd)
+        self._ingest.queue(self._drain_queued)
+
+    def _drain_queued(self) -> int:
+        fd = self._fd
+        total = self._drain()
+        if fd is not None and self._fd == fd and not self._eof and not self._paused:
+            self._loop.add_reader(fd, self._readable)
+        return total
+
+    def _drain(self, to_the_end: bool = False) -> int:
+        """Read up to _DRAIN_BYTES (or, at exit, all) and hand them on; returns bytes read.
+
+        A short read usually means the PTY is empty: stopping there saves the extra read that
+        would only fail with EAGAIN, a syscall and an exception per keystroke echo."""
+        fd = self._fd
+        if fd is None or self._eof:
             return 0
         chunks: list[bytes] = []
         total = 0
         eof = False
-        while total < _DRAIN_BYTES:
+        limit = _EXIT_DRAIN_BYTES if to_the_end else _DRAIN_BYTES
+        while total < limit:
             try:
                 chunk = os.read(fd, _READ_BYTES)
             except BlockingIOError:
@@ -215,21 +233,22 @@ class PtyProcess:
                 break
             chunks.append(chunk)
             total += len(chunk)
+            if len(chunk) < 1024 and not to_the_end:
+                break
         if chunks:
             self._on_output(chunks[0] if len(chunks) == 1 else b"".join(chunks))
         if eof:
             # Nobody holds the slave side any more; stop polling a permanently readable fd.
+            self._eof = True
             self._loop.remove_reader(fd)
             if self._pidfd is None:
                 self._reap_blocking_soon()
-        elif self._fd == fd and not self._paused:
-            self._loop.add_reader(fd, self._readable)
         return total
 
     def drain(self) -> None:
         """Read whatever the PTY still holds (called when the process has exited)."""
         if self._fd is not None:
-            self._read_ready()
+            self._drain(to_the_end=True)
 
     # ------------------------------------------------------------------ exit
     def _reap(self) -> None:
@@ -314,4 +333,4 @@ class PtyProcess:
         self._loop.remove_writer(fd)
         self._pending.clear()
         with contextlib.suppress(OSError):
-            self._proc.fileobj.close()
+            os.close(fd)

@@ -38,7 +38,7 @@ async def _open(request: web.Request) -> tuple[web.WebSocketResponse, Principal,
     ws = web.WebSocketResponse(
         max_msg_size=settings.terminal_ws_max_message_bytes,
         compress=False,  # terminal output is sent as fast as it comes; deflate would cap that
-        autoping=True,
+        autoping=False,  # the connection answers pings and notes pongs itself (its liveness clock)
     )
     set_login_cookies(request, ws)
     await ws.prepare(request)
