@@ -32,6 +32,7 @@ class LeanSocket:
         context.verify_mode = ssl.CERT_NONE
         self._sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
         self._buf = bytearray()
+        self._scratch = bytearray(1 << 18)  # reused for every recv: no allocation per read
         key = base64.b64encode(os.urandom(16)).decode()
         self._sock.sendall(
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -45,10 +46,10 @@ class LeanSocket:
         self._buf = bytearray(rest)
 
     def _fill(self) -> None:
-        data = self._sock.recv(1 << 20)
-        if not data:
+        count = self._sock.recv_into(self._scratch)
+        if not count:
             raise ConnectionError("server closed the connection")
-        self._buf += data
+        self._buf += memoryview(self._scratch)[:count]
 
     def _send_frame(self, opcode: int, payload: bytes) -> None:
         mask = os.urandom(4)

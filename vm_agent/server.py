@@ -9,6 +9,7 @@ groups on cancellation, so no child outlives the daemon.
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -85,6 +86,11 @@ async def serve_until_signalled(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     server = await start_server(settings)
+    # Everything built so far (modules, app, routes: ~60,000 objects) lives as long as the
+    # process; freezing it keeps the cyclic collector from rescanning it in every full
+    # collection, which otherwise pauses the loop ~40 ms now and then (a keystroke's p99).
+    gc.collect()
+    gc.freeze()
     systemd.notify("READY=1")
     if on_ready is not None:
         result = on_ready(server)
