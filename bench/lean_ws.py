@@ -20,6 +20,12 @@ from typing import Any
 
 _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING = 0x1, 0x2, 0x8, 0x9
 
+# Made once, and without loading the system's CA store (~0.1 s): the server's certificate is
+# the daemon's own self-signed one, not verified here.
+_CONTEXT = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+_CONTEXT.check_hostname = False
+_CONTEXT.verify_mode = ssl.CERT_NONE
+
 
 class LeanSocket:
     """One client WebSocket: connect, send text, receive whole frames (pings answered)."""
@@ -27,10 +33,7 @@ class LeanSocket:
     def __init__(self, port: int, path: str) -> None:
         raw = socket.create_connection(("127.0.0.1", port))
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        self._sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
+        self._sock = _CONTEXT.wrap_socket(raw, server_hostname="127.0.0.1")
         self._buf = bytearray()
         self._scratch = bytearray(1 << 18)  # reused for every recv: no allocation per read
         key = base64.b64encode(os.urandom(16)).decode()

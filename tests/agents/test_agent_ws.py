@@ -347,3 +347,18 @@ async def test_cancel_during_a_retry_wait_ends_the_prompt_at_once(make_daemon, a
     await v.send({"jsonrpc": "2.0", "method": "session/cancel", "params": {}})
     done = await v.until(is_result("t"), timeout=10)
     assert done["result"]["stopReason"] == "cancelled"
+
+
+async def test_an_agent_that_ignores_cancel_is_stopped_and_the_next_prompt_restarts_it(make_daemon, agent_env,
+                                                                                        viewers):
+    daemon = await make_daemon(**{**agent_env, "ACP_RPC_TIMEOUT": "0.5s"})
+    await create_session(daemon, "stubborn")
+    v = await viewers(daemon, "stubborn")
+    await v.prompt("stubborn 60", request_id="s")
+    await v.until(lambda m: chunk_texts([m]) == ["stubborn"])
+    await v.send({"jsonrpc": "2.0", "method": "session/cancel", "params": {}})
+    done = await v.until(is_result("s"), timeout=10)
+    assert done["result"]["stopReason"] == "cancelled"
+    await v.prompt("echo back again", request_id="next")
+    await v.until(is_result("next"))
+    assert chunk_texts(v.messages)[-1] == "back again"

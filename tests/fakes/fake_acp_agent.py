@@ -7,10 +7,12 @@ chosen by its text (first word, then arguments):
   echo <text>          one agent_message_chunk "<text>", end_turn (also the default)
   chunks <n>           n chunks "c0 ".."c<n-1> " as fast as possible, end_turn
   sleep <seconds>      one chunk "sleeping", then wait; session/cancel ends it "cancelled"
+  stubborn <seconds>   one chunk "stubborn", then wait, ignoring session/cancel
   transient <k>        the first k attempts of this exact prompt fail with a 529 overloaded error
   fail                 a non-retryable JSON-RPC error
   crash                one chunk "about to crash", then exit(3) with a secret on stderr
-  malformed            garbage lines, a JSON array, a response to nobody, then "after garbage"
+  malformed            garbage lines, a JSON array, absurdly deep nesting, a response to nobody,
+                       then "after garbage"
   permission           session/request_permission (allow/reject options), then a chunk naming
                        the outcome, end_turn
   bigline <bytes>      one chunk of that many "x"
@@ -164,6 +166,9 @@ class Agent:
                 return {"stopReason": "cancelled"}
             if self.steer_event.is_set():
                 send(chunk(sid, f"steered: {self.steer_text}"))
+        elif word == "stubborn":
+            send(chunk(sid, "stubborn"))
+            await asyncio.sleep(float(arg or 30))
         elif word == "transient":
             count = self.attempts[text] = self.attempts.get(text, 0) + 1
             if count <= int(arg):
@@ -179,6 +184,7 @@ class Agent:
             os._exit(3)
         elif word == "malformed":
             out.write(b"this is not json\n{\"truncated\": \n[1,2,3]\n\n")
+            out.write(b"[" * 100_000 + b"\n")  # nesting too deep for any parser's recursion
             out.write(b'{"jsonrpc":"2.0","id":987654,"result":{}}\n')
             out.flush()
             send(chunk(sid, "after garbage"))

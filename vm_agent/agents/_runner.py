@@ -112,26 +112,35 @@ class PromptRunner:
                 return None, {"code": exc.code, "message": str(exc), **({"data": exc.data} if exc.data else {})}
 
     async def _prompt_once(self: AgentSession, driver: AgentDriver, content: ContentBlocks) -> str:
-        """One session/prompt; a cancel request gives the agent acp_rpc_timeout to wind down."""
+        """One session/prompt; a cancel request gives the agent acp_rpc_timeout to wind down.
+
+        The prompt is awaited right here in the control task, not in a task of its own raced
+        against the cancel event: each hop between tasks costs a loop turn on the way in and
+        two on the way out, which was most of the latency the gateway added to a prompt.
+        `cancel()` instead arms `_cancel_deadline`, which cuts this await short if the agent
+        ignores the cancel."""
         if self._cancel.is_set():
             return CANCELLED
-        running = asyncio.create_task(driver.prompt(content), name=f"agent-prompt-{self.id}")
-        cancelled = asyncio.create_task(self._cancel.wait())
+        deadline = asyncio.timeout(None)
+        self._cancel_deadline = deadline
         try:
-            await asyncio.wait({running, cancelled}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            cancelled.cancel()
-        if running.done():
-            return running.result()
-        try:
-            async with asyncio.timeout(self.settings.acp_rpc_timeout):
-                return await running
+            async with deadline:
+                return await driver.prompt(content)
         except TimeoutError:
+            if not deadline.expired():
+                raise
             # The agent ignored session/cancel: stop it; the next prompt starts it again.
             self._log.warning("agent_ignored_cancel")
-            running.cancel()
             await self._stop_driver()
             return CANCELLED
+        finally:
+            self._cancel_deadline = None
+
+    def _arm_cancel_deadline(self: AgentSession) -> None:
+        """A cancel was requested: the running prompt has acp_rpc_timeout left to end."""
+        deadline = self._cancel_deadline
+        if deadline is not None and deadline.when() is None:
+            deadline.reschedule(asyncio.get_running_loop().time() + self.settings.acp_rpc_timeout)
 
     async def _cancellable_sleep(self: AgentSession, delay: float) -> bool:
         """Sleep `delay` seconds; True if a cancel arrived meanwhile."""

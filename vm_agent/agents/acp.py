@@ -28,6 +28,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 import structlog
 
 from vm_agent.agents.driver import AgentCrashed
@@ -134,24 +135,26 @@ class JsonRpcConnection:
 
     def _handle_line(self, line: bytes) -> Awaitable[None] | None:
         """Handle one line completely; returns what must be awaited before the next (rarely any)."""
-        text = line.strip()
         try:
-            # json.loads would also accept UTF-16/32; the raw text is relayed as UTF-8, so a NUL
-            # byte (never valid in UTF-8 JSON) marks the line as malformed.
-            message = json.loads(text) if text and b"\x00" not in text else None
-        except (UnicodeDecodeError, ValueError):
-            message = None
-        if not isinstance(message, dict):
-            if line.strip():
+            # The hot path (every streamed token): orjson, ~2 µs a line against ~4 µs for the
+            # standard library's scanner. What it refuses (numbers beyond 64 bits, NaN, garbage)
+            # gets the standard library's parse, so exactly the same lines are accepted.
+            message = orjson.loads(line)
+            line = line.strip()
+        except orjson.JSONDecodeError:
+            line, message = _parse_slowly(line)
+        if message.__class__ is not dict:
+            if line:
                 self.malformed_lines += 1
                 log.warning("acp_malformed_line", agent=self._process.name, line=line[:200].decode("utf-8", "replace"))
             return None
         method = message.get("method")
-        if isinstance(method, str):
-            if "id" in message and message["id"] is not None:
-                self._start_answer(message["id"], method, message.get("params"))
+        if method.__class__ is str:
+            request_id = message.get("id")
+            if request_id is not None:
+                self._start_answer(request_id, method, message.get("params"))
                 return None
-            return self._on_notification(message, text)
+            return self._on_notification(message, line)
         if "id" in message:
             future = self._pending.get(message["id"])
             if future is None or future.done():
@@ -223,3 +226,14 @@ class JsonRpcConnection:
                 await self._reader
         if not self._closed:
             await self._finish()
+
+
+def _parse_slowly(line: bytes) -> tuple[bytes, Any]:
+    """(the line without surrounding whitespace, its value or None if it is not JSON)."""
+    text = line.strip()
+    try:
+        # json.loads would also accept UTF-16/32; the raw text is relayed as UTF-8, so a NUL
+        # byte (never valid in UTF-8 JSON) marks the line as malformed.
+        return text, json.loads(text) if text and b"\x00" not in text else None
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+        return text, None

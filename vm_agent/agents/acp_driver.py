@@ -110,12 +110,12 @@ class AcpDriver(AgentDriver):
     # --- reader callbacks (run inside the reader task) -------------------------------------------
 
     def _notification(self, message: dict[str, Any], raw: bytes) -> Awaitable[None] | None:
-        if self._loading and message.get("method") == "session/update":
-            return None
-        params = message.get("params")
-        if message.get("method") == "session/update" and isinstance(params, dict):
-            update = params.get("update")
-            if isinstance(update, dict) and update.get("sessionUpdate") == "usage_update":
+        if message.get("method") == "session/update":
+            if self._loading:
+                return None
+            params = message.get("params")
+            update = params.get("update") if params.__class__ is dict else None
+            if update.__class__ is dict and update.get("sessionUpdate") == "usage_update":
                 self.usage = {k: v for k, v in update.items() if k != "sessionUpdate"}
         return self.deliver_nowait(message, raw)
 

@@ -201,7 +201,8 @@ class AgentDriver(abc.ABC):
         except Exception:
             log.exception("notification_handler_failed", agent=self.spec.name)
             return None
-        if result is None or not inspect.isawaitable(result):
+        # emit returns the message's seq (an int); only something else can be awaitable
+        if result is None or result.__class__ is int or not inspect.isawaitable(result):
             return None
         return self._bounded(result)
 

@@ -19,7 +19,7 @@ from vm_agent.agents.gateway import AgentGateway, session_json
 from vm_agent.agents.registry import UnknownAgentType
 from vm_agent.agents.session import AgentSession, text_blocks
 from vm_agent.agents.verbs import run_verb
-from vm_agent.agents.viewers import follow
+from vm_agent.agents.viewers import Batch, follow
 from vm_agent.agents.ws import WORKSPACE_ID, agent_ws, int_param
 from vm_agent.auth import MANAGEMENT, USER, authenticate
 from vm_agent.errors import ApiError, BadRequest, Conflict, read_json
@@ -194,16 +194,19 @@ async def session_events(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _sse(batches: AsyncIterator[list[tuple[int | None, bytes]]]) -> AsyncIterator[bytes]:
+async def _sse(batches: AsyncIterator[Batch]) -> AsyncIterator[bytes]:
     """One write per batch: `id:` is the seq (so Last-Event-ID resumes), data the message (JSON
     never contains a raw newline, so one `data:` line holds it)."""
     async for batch in batches:
-        parts = []
-        for seq, payload in batch:
-            if b"\r" in payload:  # a CR between JSON tokens would end the SSE line early
-                payload = payload.replace(b"\r", b"")
-            parts.append(b"id: %d\ndata: %b\n\n" % (seq, payload) if seq is not None else b"data: %b\n\n" % payload)
+        parts = [] if batch.note is None else [b"data: %b\n\n" % _one_line(batch.note)]
+        for entry in batch.entries:
+            parts.append(b"id: %d\ndata: %b\n\n" % (entry.seq, _one_line(entry.item)))
         yield b"".join(parts)
+
+
+def _one_line(payload: bytes) -> bytes:
+    # a CR between JSON tokens would end the SSE line early
+    return payload.replace(b"\r", b"") if b"\r" in payload else payload
 
 
 def setup(app: web.Application) -> None:

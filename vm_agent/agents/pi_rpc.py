@@ -273,16 +273,17 @@ class PiRpcDriver(AgentDriver):
     # ------------------------------------------------------------------ the reader
     async def _read_loop(self, process: AgentProcess) -> None:
         try:
-            while (line := await process.read_line()) is not None:
-                if line == OVERSIZED:  # a line over ACP_MAX_LINE_BYTES, already skipped
-                    continue
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    log.warning("pi_line_not_json", line=line[:200].decode("utf-8", "replace"))
-                    continue
-                if isinstance(event, dict):
-                    await self._handle(event)
+            while (batch := await process.read_batch()) is not None:
+                for line in batch:
+                    if line is OVERSIZED or not line.strip():  # OVERSIZED: over ACP_MAX_LINE_BYTES, skipped
+                        continue
+                    try:
+                        event = json.loads(line)
+                    except (ValueError, RecursionError):  # not JSON, or absurdly deep nesting
+                        log.warning("pi_line_not_json", line=line[:200].decode("utf-8", "replace"))
+                        continue
+                    if isinstance(event, dict):
+                        await self._handle(event)
         except Exception:
             log.exception("pi_reader_failed")
         finally:
@@ -303,7 +304,9 @@ class PiRpcDriver(AgentDriver):
                 self._helper(self._write({"type": "extension_ui_response", "id": event.get("id"), "cancelled": True}))
             return
         for message in self._translator.translate(event):
-            await self.deliver(message)
+            pending = self.deliver_nowait(message)
+            if pending is not None:
+                await pending
         run = self._run
         if kind == "message_update" and isinstance(event.get("usage"), dict):
             self.usage = event["usage"]

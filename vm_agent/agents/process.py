@@ -149,10 +149,16 @@ class AgentProcess:
                     log.warning("agent_line_too_long", agent=self.name, limit=limit)
                     return [OVERSIZED]
                 continue
-            self._batch_buffer += data
-            cut = self._batch_buffer.rfind(b"\n")
-            lines = bytes(self._batch_buffer[:cut]).split(b"\n")
-            del self._batch_buffer[: cut + 1]
+            lines = data.split(b"\n")
+            rest = lines.pop()  # the start of a line still being written (usually empty)
+            if self._batch_buffer:
+                self._batch_buffer += lines[0]
+                lines[0] = bytes(self._batch_buffer)
+                self._batch_buffer.clear()
+            if rest:
+                self._batch_buffer += rest
+            if len(data) <= limit and len(lines[0]) <= limit:  # then no line is over it
+                return lines
             return [line if len(line) <= limit else OVERSIZED for line in lines]
 
     async def write_line(self, data: bytes) -> None:

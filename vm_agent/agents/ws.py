@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import re
-import struct
+import weakref
 from typing import Any
 
 import structlog
@@ -24,7 +24,8 @@ from vm_agent.agents.gateway import AgentGateway
 from vm_agent.agents.registry import UnknownAgentType
 from vm_agent.agents.session import AgentSession, text_blocks
 from vm_agent.agents.verbs import VERBS, run_verb
-from vm_agent.agents.viewers import follow
+from vm_agent.agents.viewers import Batch, follow
+from vm_agent.agents.wsframes import SharedFrames, text_frames
 from vm_agent.auth import MANAGEMENT, USER, authenticate, set_login_cookies
 from vm_agent.errors import BadRequest
 from vm_agent.workspaces.placement import HOST_WORKSPACE
@@ -94,6 +95,8 @@ async def agent_ws(request: web.Request) -> web.StreamResponse:
                 break
     finally:
         session.viewer_count -= 1
+        if session.viewer_count < 2:
+            _shared_frames.pop(session, None)
         for task in (sender, pinger):
             task.cancel()
         for task in (sender, pinger):
@@ -107,11 +110,19 @@ async def agent_ws(request: web.Request) -> web.StreamResponse:
 
 async def _send(ws: web.WebSocketResponse, transport: asyncio.Transport, session: AgentSession, after: int,
                 stall: float) -> None:
-    """Replay then live; a viewer whose writes stall past `stall` seconds is closed (it can resume)."""
+    """Replay then live; a viewer whose writes stall past `stall` seconds is closed (it can resume).
+
+    Each batch goes out as ONE transport write of ready-made frames (wsframes.py). Writes are
+    not awaited: only above WRITE_HIGH_WATER buffered bytes does the sender wait for the
+    socket (at most `stall` seconds)."""
     try:
         async for batch in follow(session, after):
-            async with asyncio.timeout(stall):
-                await write_text_frames(transport, [payload for _seq, payload in batch])
+            if transport.is_closing():
+                return
+            transport.write(_frames(session, batch))
+            if transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+                async with asyncio.timeout(stall):
+                    await _drained(transport)
         await ws.close(code=1001, message=b"session closed")
     except TimeoutError:
         await ws.close(code=1008, message=b"viewer too slow")
@@ -119,33 +130,26 @@ async def _send(ws: web.WebSocketResponse, transport: asyncio.Transport, session
         pass
 
 
-async def write_text_frames(transport: asyncio.Transport, payloads: list[bytes]) -> None:
-    """Write a batch of messages as WebSocket text frames in ONE transport write.
-
-    Why not `ws.send_str` per message: over TLS every write is its own TLS record and its own
-    send() syscall, which capped a viewer at ~15,000 messages/s; a batch of up to 512 frames in
-    one write costs about as much as one. Frames stay one JSON message each, so clients see no
-    difference (uncompressed frames are valid even when permessage-deflate was negotiated).
-    Backpressure: above WRITE_HIGH_WATER buffered bytes we wait for the socket to drain.
-    """
-    parts: list[bytes] = []
-    pack = struct.pack
-    for payload in payloads:
-        size = len(payload)
-        if size < 126:
-            parts.append(pack("!BB", 0x81, size))
-        elif size < 65536:
-            parts.append(pack("!BBH", 0x81, 126, size))
-        else:
-            parts.append(pack("!BBQ", 0x81, 127, size))
-        parts.append(payload)
-    if transport.is_closing():
-        raise ConnectionResetError("viewer went away")
-    transport.write(b"".join(parts))
+async def _drained(transport: asyncio.Transport) -> None:
     while transport.get_write_buffer_size() > WRITE_HIGH_WATER:
         if transport.is_closing():
             raise ConnectionResetError("viewer went away")
         await asyncio.sleep(0.005)
+
+
+_shared_frames: weakref.WeakKeyDictionary[AgentSession, SharedFrames] = weakref.WeakKeyDictionary()
+
+
+def _frames(session: AgentSession, batch: Batch) -> bytes:
+    """The batch as WebSocket text frames; framed once per message when several viewers watch."""
+    entries = batch.entries
+    if session.viewer_count < 2 or not entries:
+        return text_frames(batch.payloads())
+    shared = _shared_frames.get(session)
+    if shared is None:
+        shared = _shared_frames[session] = SharedFrames()
+    framed = shared.frames(entries)
+    return framed if batch.note is None else text_frames([batch.note]) + framed
 
 
 async def _ping(ws: web.WebSocketResponse, interval: float) -> None:

@@ -1,0 +1,109 @@
+"""Agent messages as WebSocket frames, written straight to the viewer's transport.
+
+Why frames by hand: over TLS every `ws.send_str` is its own TLS record and send() syscall,
+which capped a viewer at ~15,000 messages/s; a batch of hundreds of frames in one write costs
+about as much as one. Frames stay one JSON message each, so clients see no difference
+(uncompressed frames are valid even when permessage-deflate was negotiated).
+
+Why shared: every viewer of a session sends the same messages, so a session with several
+viewers frames each message once (`SharedFrames`) and each viewer copies out the byte range
+of its batch, whatever batch boundaries its own pace gave it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import struct
+
+from vm_agent.streams import Entry
+
+_SHORT_HEADERS = [bytes((0x81, size)) for size in range(126)]
+
+
+def text_frames(payloads: list[bytes]) -> bytes:
+    """Unmasked, unfragmented WebSocket text frames (server → client), concatenated."""
+    parts: list[bytes] = []
+    append = parts.append
+    short, pack = _SHORT_HEADERS, struct.pack
+    for payload in payloads:
+        size = len(payload)
+        if size < 126:
+            append(short[size])
+        elif size < 65536:
+            append(pack("!BBH", 0x81, 126, size))
+        else:
+            append(pack("!BBQ", 0x81, 127, size))
+        append(payload)
+    return b"".join(parts)
+
+
+class SharedFrames:
+    """A session's most recent messages, framed, in one buffer addressed by seq.
+
+    Holds about `capacity` bytes (plus the batch being framed); a batch older than what it
+    holds (a late viewer replaying history) is framed on its own without disturbing it.
+    Single-threaded by construction: only viewer tasks on the event loop call `frames`."""
+
+    def __init__(self, capacity: int = 1024 * 1024) -> None:
+        self.capacity = capacity
+        self._data = bytearray()
+        self._starts: list[int] = []  # absolute offset of the frame of seq `_first + i`
+        self._first = 0
+        self._base = 0  # absolute offset of _data[0]
+
+    def frames(self, entries: list[Entry[bytes]]) -> bytes:
+        """`entries` (consecutive seqs, as a log read returns them) as frames."""
+        lo, hi = entries[0].seq, entries[-1].seq
+        starts = self._starts
+        following = self._first + len(starts)  # the next seq this buffer would take
+        if lo < self._first or lo > following or hi - lo + 1 != len(entries):
+            if lo < self._first or hi - lo + 1 != len(entries):
+                return text_frames([entry.item for entry in entries])
+            self._reset(lo)  # a jump ahead (nobody read for a while): start over here
+            starts, following = self._starts, lo
+        if hi >= following:
+            self._append(entries[following - lo :])
+        base = self._base
+        start = starts[lo - self._first] - base
+        end_index = hi + 1 - self._first
+        stop = (starts[end_index] - base) if end_index < len(starts) else len(self._data)
+        with memoryview(self._data) as view:
+            out = bytes(view[start:stop])
+        if len(self._data) > self.capacity:
+            self._trim()
+        return out
+
+    def _append(self, entries: list[Entry[bytes]]) -> None:
+        data, starts = self._data, self._starts
+        append = starts.append
+        short, pack = _SHORT_HEADERS, struct.pack
+        offset = self._base + len(data)
+        for entry in entries:
+            payload = entry.item
+            size = len(payload)
+            append(offset)
+            if size < 126:
+                header = short[size]
+            elif size < 65536:
+                header = pack("!BBH", 0x81, 126, size)
+            else:
+                header = pack("!BBQ", 0x81, 127, size)
+            data += header
+            data += payload
+            offset += len(header) + size
+
+    def _trim(self) -> None:
+        """Drop the older half (by bytes), keeping whole frames."""
+        keep_from = self._base + len(self._data) // 2
+        index = min(bisect.bisect_left(self._starts, keep_from), len(self._starts) - 1)
+        cut = self._starts[index] - self._base
+        del self._data[:cut]
+        del self._starts[:index]
+        self._base += cut
+        self._first += index
+
+    def _reset(self, first: int) -> None:
+        self._data.clear()
+        self._starts.clear()
+        self._first = first
+        self._base = 0
