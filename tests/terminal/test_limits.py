@@ -51,6 +51,8 @@ async def test_session_limits_per_user_and_per_node(make_daemon, connect, tmp_pa
     daemon = await make_daemon(**terminal_env(tmp_path, PTY_MAX_SESSIONS_PER_USER="2", PTY_MAX_SESSIONS="3"))
     alice = await connect(daemon)
     await alice.create("a1")
+    await alice.send("create_session", {"sessionId": "nodir", "workDir": "/does/not/exist"})
+    assert (await alice.expect("error"))["data"]["error"] == "spawn_failed"  # holds no slot after
     await alice.create("a2")
     await alice.send("create_session", {"sessionId": "a3", "rows": 24, "cols": 80})
     refused = await alice.expect("error")
@@ -61,7 +63,10 @@ async def test_session_limits_per_user_and_per_node(make_daemon, connect, tmp_pa
     assert (await bob.expect("error"))["data"]["error"] == "session_limit"  # node-wide limit
     await alice.send("close_session", {"sessionId": "a1"})
     await alice.expect("session_closed")
-    await bob.create("b2")
+    await alice.create("a3")  # her slot came back
+    await alice.send("close_session", {"sessionId": "a2"})
+    await alice.expect("session_closed", sessionId="a2")
+    await bob.create("b2")  # and the node's
 
 
 async def test_oversized_message_closes_with_1009(term_daemon, connect) -> None:

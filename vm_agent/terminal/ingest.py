@@ -26,9 +26,11 @@ Drain = Callable[[], int]  # reads what one PTY holds (bounded), returns bytes r
 class IngestScheduler:
     """Per loop turn, PTYs are drained in the order they became readable until TURN_BYTES.
 
-    While the turn's budget lasts, a PTY that becomes readable is drained at once (a keystroke
-    echo must not wait an extra loop turn); once it is spent, PTYs queue for the next turn. The
-    budget is renewed by a callback that runs at the start of the next turn.
+    While the budget lasts, a PTY that becomes readable is drained at once (a keystroke echo
+    must not wait an extra loop turn); once it is spent, PTYs queue for the next turn. The
+    budget is renewed by a callback at the start of the turn after it ran out, not after every
+    drain: small drains (echoes) then cost no extra loop turn, and no turn drains more than
+    TURN_BYTES plus one PTY's share.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -43,7 +45,8 @@ class IngestScheduler:
         if self._budget <= 0 or self._queue:
             return False
         self._budget -= drain()
-        self._schedule()
+        if self._budget <= 0:
+            self._schedule()
         return True
 
     def queue(self, drain: Drain) -> None:
@@ -60,9 +63,9 @@ class IngestScheduler:
         self._budget = TURN_BYTES
         while self._queue and self._budget > 0:
             self._budget -= self._queue.popleft()()
-        if self._queue or self._budget < TURN_BYTES:
+        if self._queue or self._budget <= 0:
             # Queued PTYs wait for the next turn, after whatever else became ready meanwhile;
-            # a budget used here or inline is renewed then too.
+            # a budget spent here is renewed then too.
             self._scheduled = True
             self._loop.call_soon(self._next_turn)
 

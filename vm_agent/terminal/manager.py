@@ -9,6 +9,7 @@ waits for SQLite and an add is never overtaken by the remove of a quick open/clo
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import re
@@ -81,6 +82,9 @@ class TerminalManager:
         self._base_env = base_env or (lambda: _daemon_environment(settings))
         self._sessions: dict[tuple[str, str], TerminalSession] = {}
         self._reserved: dict[tuple[str, str], str] = {}  # key -> user, while spawning
+        # Live and reserved sessions per user, kept as they change: counting them by a scan on
+        # every create made opening n terminals cost O(n²).
+        self._per_user: collections.Counter[str] = collections.Counter()
         self._orphan_timers: dict[int, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._tab_queue: asyncio.Queue[_TabOp] = asyncio.Queue()
@@ -106,6 +110,7 @@ class TerminalManager:
         self._orphan_timers.clear()
         sessions = list(self._sessions.values())
         self._sessions.clear()
+        self._per_user.clear()
         await asyncio.gather(*(s.close("shutdown", self.settings.pty_close_grace_period) for s in sessions))
         for task in list(self._tasks):
             task.cancel()
@@ -151,8 +156,12 @@ class TerminalManager:
         )
 
     def _user_count(self, user_id: str) -> int:
-        live = sum(1 for s in self._sessions.values() if s.user_id == user_id)
-        return live + sum(1 for user in self._reserved.values() if user == user_id)
+        return self._per_user[user_id]
+
+    def _release_user(self, user_id: str) -> None:
+        self._per_user[user_id] -= 1
+        if self._per_user[user_id] <= 0:
+            del self._per_user[user_id]
 
     # ------------------------------------------------------------------ create
     async def create(
@@ -182,6 +191,7 @@ class TerminalManager:
             raise BadRequest("workDir must be a path", code="invalid_work_dir")
         label = validate_name(name, "Terminal")
         self._reserved[key] = user_id
+        self._per_user[user_id] += 1
         try:
             placement = await self._workspaces.placement(workspace_id)
             shell = (
@@ -207,15 +217,19 @@ class TerminalManager:
                 )
             except SpawnError as exc:
                 raise BadRequest(str(exc), code="spawn_failed") from None
+        except BaseException:
+            self._release_user(user_id)
+            raise
         finally:
             del self._reserved[key]
         if self._closed:  # shutdown began while spawning
+            self._release_user(user_id)
             await session.close("shutdown", self.settings.pty_close_grace_period)
             raise Conflict("the daemon is shutting down", code="shutting_down")
         self._sessions[key] = session
         if not ephemeral:
             self._tab(_TabOp("add", workspace_id, session_id, label))
-        log.info("terminal_opened", session_id=session_id, workspace=workspace_id, user=user_id)
+        log.info("terminal_opened", session_id=session_id, workspace=workspace_id, user=user_id, pid=session.pid)
         return session
 
     # ------------------------------------------------------------------ changes
@@ -239,6 +253,7 @@ class TerminalManager:
         key = (session.workspace_id, session.id)
         if self._sessions.get(key) is session:
             del self._sessions[key]
+            self._release_user(session.user_id)
             if not session.ephemeral:
                 self._tab(_TabOp("remove", session.workspace_id, session.id))
         timer = self._orphan_timers.pop(id(session), None)

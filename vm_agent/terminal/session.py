@@ -70,7 +70,6 @@ class TerminalSession:
         self._on_exit = on_exit
         self._pty = await PtyProcess.spawn(argv, env=env, cwd=cwd, rows=rows, cols=cols, on_output=self._output)
         self._pty.wait_callback(self._exited)
-        log.info("terminal_started", session_id=self.id, workspace=self.workspace_id, pid=self._pty.pid)
 
     @property
     def pid(self) -> int | None:
