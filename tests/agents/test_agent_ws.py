@@ -233,6 +233,10 @@ async def test_agent_output_edge_cases_are_relayed_or_skipped_without_harm(agent
     kinds = [m["params"]["update"]["sessionUpdate"] for m in v.messages if m.get("method") == "session/update"]
     assert "brand_new_kind" in kinds
     assert any(m.get("method") == "_vendor/notice" for m in v.messages)
+    # An agent's own top-level "seq" must not shadow the gateway's (resume depends on it).
+    numbered = next(m for m in v.messages if m.get("method") == "_vendor/numbered")
+    sequenced = [m["seq"] for m in v.messages if "seq" in m]
+    assert numbered["seq"] != 12345 and sequenced == sorted(set(sequenced))
     assert len(chunk_texts(v.messages)[-1]) == 2_000_000
 
 

@@ -202,6 +202,7 @@ class Agent:
         elif word == "unknown":
             send(update(sid, {"sessionUpdate": "brand_new_kind", "payload": {"a": 1}}))
             send({"jsonrpc": "2.0", "method": "_vendor/notice", "params": {"sessionId": sid, "note": "hi"}})
+            send({"jsonrpc": "2.0", "method": "_vendor/numbered", "seq": 12345, "params": {"sessionId": sid}})
         else:
             send(chunk(sid, arg if word == "echo" else text))
         if self.cancel_event.is_set():

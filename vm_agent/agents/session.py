@@ -153,10 +153,19 @@ class AgentSession(PromptRunner):
         if isinstance(raw, str):
             raw = raw.encode()
         if raw is None or not message or "seq" in message or raw[:1] != b"{":
+            # The envelope's `seq` is the gateway's: an agent's own top-level one would shadow it
+            # (parsers keep the last of two equal keys) and break resuming, so it is dropped.
+            message = {key: value for key, value in message.items() if key != "seq"}
+            if not message:
+                self.log.append(b'{"seq":%d}' % seq)
+                return self._counted(seq)
             raw = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
         # Splicing the number in front keeps the agent's bytes as they were: no re-serializing.
         # (`message` is a non-empty object, so its text continues after "{" with a key.)
         self.log.append(raw.replace(b"{", b'{"seq":%d,' % seq, 1))
+        return self._counted(seq)
+
+    def _counted(self, seq: int) -> int:
         # The metric is counted once per burst, not per message: a Counter.inc takes a lock and
         # costs as much as the rest of emit for a streamed token.
         self._uncounted += 1
