@@ -312,7 +312,7 @@ class TerminalManager:
             op = await self._tab_queue.get()
             try:
                 if op.action == "add":
-                    await self._tabs.add(op.workspace_id, op.session_id, "terminal", label=op.label)
+                    await self._tabs.append(op.workspace_id, op.session_id, "terminal", label=op.label)
                 elif op.action == "rename":
                     await self._tabs.update(op.workspace_id, op.session_id, label=op.label)
                 else:
