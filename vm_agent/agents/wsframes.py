@@ -20,20 +20,21 @@ from vm_agent.streams import Entry
 _SHORT_HEADERS = [bytes((0x81, size)) for size in range(126)]
 
 
+def _header(size: int) -> bytes:
+    """The header of an unmasked, unfragmented text frame (server → client) of `size` bytes."""
+    if size < 126:
+        return _SHORT_HEADERS[size]
+    if size < 65536:
+        return struct.pack("!BBH", 0x81, 126, size)
+    return struct.pack("!BBQ", 0x81, 127, size)
+
+
 def text_frames(payloads: list[bytes]) -> bytes:
-    """Unmasked, unfragmented WebSocket text frames (server → client), concatenated."""
+    """WebSocket text frames of `payloads`, concatenated."""
     parts: list[bytes] = []
-    append = parts.append
-    short, pack = _SHORT_HEADERS, struct.pack
     for payload in payloads:
-        size = len(payload)
-        if size < 126:
-            append(short[size])
-        elif size < 65536:
-            append(pack("!BBH", 0x81, 126, size))
-        else:
-            append(pack("!BBQ", 0x81, 127, size))
-        append(payload)
+        parts.append(_header(len(payload)))
+        parts.append(payload)
     return b"".join(parts)
 
 
@@ -56,9 +57,9 @@ class SharedFrames:
         lo, hi = entries[0].seq, entries[-1].seq
         starts = self._starts
         following = self._first + len(starts)  # the next seq this buffer would take
-        if lo < self._first or lo > following or hi - lo + 1 != len(entries):
-            if lo < self._first or hi - lo + 1 != len(entries):
-                return text_frames([entry.item for entry in entries])
+        if lo < self._first or hi - lo + 1 != len(entries):
+            return text_frames([entry.item for entry in entries])
+        if lo > following:
             self._reset(lo)  # a jump ahead (nobody read for a while): start over here
             starts, following = self._starts, lo
         if hi >= following:
@@ -75,22 +76,14 @@ class SharedFrames:
 
     def _append(self, entries: list[Entry[bytes]]) -> None:
         data, starts = self._data, self._starts
-        append = starts.append
-        short, pack = _SHORT_HEADERS, struct.pack
         offset = self._base + len(data)
         for entry in entries:
             payload = entry.item
-            size = len(payload)
-            append(offset)
-            if size < 126:
-                header = short[size]
-            elif size < 65536:
-                header = pack("!BBH", 0x81, 126, size)
-            else:
-                header = pack("!BBQ", 0x81, 127, size)
+            header = _header(len(payload))
+            starts.append(offset)
             data += header
             data += payload
-            offset += len(header) + size
+            offset += len(header) + len(payload)
 
     def _trim(self) -> None:
         """Drop the older half (by bytes), keeping whole frames."""

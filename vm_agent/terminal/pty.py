@@ -75,6 +75,10 @@ def _kill_abandoned(spawning: asyncio.Future[tuple[int, int]]) -> None:
         os.close(master)
 
 
+def _set_window_size(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
 def _start(argv: Sequence[str], env: Mapping[str, str], cwd: str | None, rows: int, cols: int) -> tuple[int, int]:
     """Open a PTY of the given size and start `argv` on it; returns (pid, master fd)."""
     path = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH", os.defpath))
@@ -82,7 +86,7 @@ def _start(argv: Sequence[str], env: Mapping[str, str], cwd: str | None, rows: i
         raise OSError(2, f"{argv[0]}: not found on PATH")
     master, slave = os.openpty()
     try:
-        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        _set_window_size(master, rows, cols)
         pid = spawn_on_terminal(path, argv, env, cwd, os.ttyname(slave))
     except BaseException:
         os.close(master)
@@ -90,6 +94,27 @@ def _start(argv: Sequence[str], env: Mapping[str, str], cwd: str | None, rows: i
     finally:
         os.close(slave)  # the child has its own; EOF on the master then means it is gone
     return pid, master
+
+
+class _FloodMeter:
+    """How a PTY's output arrived over the last _FLOOD_WINDOW: bytes, and in how many reads."""
+
+    __slots__ = ("_reads", "_since", "_total")
+
+    def __init__(self) -> None:
+        self._since = 0.0
+        self._total = 0
+        self._reads = 0
+
+    def record(self, now: float, total: int, reads: int) -> None:
+        if now - self._since > _FLOOD_WINDOW:
+            self._since, self._total, self._reads = now, 0, 0
+        self._total += total
+        self._reads += reads
+
+    @property
+    def flooding_in_small_writes(self) -> bool:
+        return self._total >= _FLOOD_BYTES and self._total < _SMALL_READ * self._reads
 
 
 class PtyProcess:
@@ -107,9 +132,7 @@ class PtyProcess:
         os.set_blocking(master, False)
         self._paused = False
         self._eof = False
-        self._window_start = 0.0
-        self._window_bytes = 0
-        self._window_reads = 0
+        self._flood = _FloodMeter()
         self._resting: asyncio.TimerHandle | None = None
         self._ingest = ingest.for_loop(self._loop)
         self._loop.add_reader(master, self._readable)
@@ -205,7 +228,7 @@ class PtyProcess:
         if self._fd is None:
             return
         with contextlib.suppress(OSError):
-            fcntl.ioctl(self._fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+            _set_window_size(self._fd, rows, cols)
 
     def _readable(self) -> None:
         """The PTY has output: drain it now if the loop turn's budget allows, else queue for a
@@ -216,7 +239,7 @@ class PtyProcess:
         if self._ingest.drain_now(self._drain):
             if self._flooding_in_small_writes():
                 self._loop.remove_reader(fd)
-                self._resting = self._loop.call_later(_FLOOD_PAUSE, self._rearm)
+                self._rest()
             return
         self._loop.remove_reader(fd)
         self._ingest.queue(self._drain_queued)
@@ -224,10 +247,14 @@ class PtyProcess:
     def _drain_queued(self) -> int:
         total = self._drain()
         if self._flooding_in_small_writes():
-            self._resting = self._loop.call_later(_FLOOD_PAUSE, self._rearm)
+            self._rest()
         else:
             self._rearm()
         return total
+
+    def _rest(self) -> None:
+        """Leave the PTY unread for a timer tick (its reader is off), then watch it again."""
+        self._resting = self._loop.call_later(_FLOOD_PAUSE, self._rearm)
 
     def _rearm(self) -> None:
         self._resting = None
@@ -235,9 +262,7 @@ class PtyProcess:
             self._loop.add_reader(self._fd, self._readable)
 
     def _flooding_in_small_writes(self) -> bool:
-        if self._window_bytes < _FLOOD_BYTES or self._eof or self._fd is None:
-            return False
-        return self._window_bytes < _SMALL_READ * self._window_reads
+        return self._fd is not None and not self._eof and self._flood.flooding_in_small_writes
 
     def _drain(self, to_the_end: bool = False) -> int:
         """Read up to _DRAIN_BYTES (or, at exit, all) and hand them on; returns bytes read.
@@ -268,11 +293,7 @@ class PtyProcess:
                 break
         if chunks:
             self._on_output(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-            now = self._loop.time()
-            if now - self._window_start > _FLOOD_WINDOW:
-                self._window_start, self._window_bytes, self._window_reads = now, 0, 0
-            self._window_bytes += total
-            self._window_reads += len(chunks)
+            self._flood.record(self._loop.time(), total, len(chunks))
         if eof:
             # Nobody holds the slave side any more; stop polling a permanently readable fd.
             self._eof = True
