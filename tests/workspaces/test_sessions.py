@@ -53,18 +53,22 @@ async def test_terminal_in_a_workspace_sees_the_clone_and_ends_with_delete(
             created = (await _until(sock, lambda f: f["type"] in ("session_created", "error")))[-1]
             assert created["type"] == "session_created", created
             assert created["data"]["workingDirectory"] == "/workspaces/repo"
+            # A web terminal fits itself to the page right away, while the docker CLI is still
+            # starting: the size must reach the container all the same.
+            await sock.send_json({"type": "resize", "sessionId": "s1", "data": {"rows": 33, "cols": 101}})
             await sock.send_json({"type": "input", "sessionId": "s1",
                                   "data": {"data": "cat hello.txt; echo marker-$((40+2))\n"}})
             output = await _until_output(sock, "marker-42")
             assert "hello from the repository" in output
+            # And a resize just as the output starts flowing, before the CLI listens for them.
+            await sock.send_json({"type": "resize", "sessionId": "s1", "data": {"rows": 40, "cols": 120}})
             # The new size reaches the container's TTY asynchronously (PTY -> SIGWINCH -> docker
             # CLI -> engine): ask again until it shows, as a user would.
-            await sock.send_json({"type": "resize", "sessionId": "s1", "data": {"rows": 33, "cols": 101}})
             async with asyncio.timeout(WAIT):
                 while True:
                     await sock.send_json({"type": "input", "sessionId": "s1", "data": {"data": "stty size\n"}})
                     try:
-                        await _until_output(sock, "33 101", timeout=2)
+                        await _until_output(sock, "40 120", timeout=2)
                         break
                     except TimeoutError:
                         continue

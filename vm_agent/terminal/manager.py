@@ -213,7 +213,8 @@ class TerminalManager:
             env = {**self._base_env(), **command.env}
             try:
                 await session.start(
-                    command.argv, env=env, cwd=command.cwd, rows=rows, cols=cols, on_exit=self._session_exited
+                    command.argv, env=env, cwd=command.cwd, rows=rows, cols=cols,
+                    on_exit=self._session_exited, relays_resize=command.relays_resize,
                 )
             except SpawnError as exc:
                 raise BadRequest(str(exc), code="spawn_failed") from None

@@ -230,6 +230,13 @@ class PtyProcess:
         with contextlib.suppress(OSError):
             _set_window_size(self._fd, rows, cols)
 
+    def signal_foreground(self, signo: int) -> None:
+        """Send `signo` to the terminal's foreground process group, as the kernel does."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.killpg(os.tcgetpgrp(self._fd), signo)
+
     def _readable(self) -> None:
         """The PTY has output: drain it now if the loop turn's budget allows, else queue for a
         turn of the ingest scheduler (reader off meanwhile)."""

@@ -7,6 +7,7 @@ the manager counts them to decide when a session is orphaned.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -17,6 +18,7 @@ from vm_agent import metrics
 from vm_agent.errors import TooManyRequests
 from vm_agent.terminal.output import TerminalOutput, Viewer
 from vm_agent.terminal.pty import InputOverflow, PtyProcess
+from vm_agent.terminal.resize_echo import ResizeEcho
 
 log = structlog.get_logger("vm_agent.terminal")
 
@@ -56,6 +58,7 @@ class TerminalSession:
         self._pty: PtyProcess | None = None
         self._on_exit: Callable[[TerminalSession], None] | None = None
         self._closing: asyncio.Task[None] | None = None
+        self._resize_echo: ResizeEcho | None = None
 
     async def start(
         self,
@@ -66,10 +69,15 @@ class TerminalSession:
         rows: int,
         cols: int,
         on_exit: Callable[[TerminalSession], None],
+        relays_resize: bool = False,
     ) -> None:
+        """`relays_resize`: the program forwards size changes elsewhere and may miss the first
+        ones (see vm_agent.terminal.resize_echo)."""
         self._on_exit = on_exit
-        self._pty = await PtyProcess.spawn(argv, env=env, cwd=cwd, rows=rows, cols=cols, on_output=self._output)
-        self._pty.wait_callback(self._exited)
+        self._pty = pty = await PtyProcess.spawn(argv, env=env, cwd=cwd, rows=rows, cols=cols, on_output=self._output)
+        pty.wait_callback(self._exited)
+        if relays_resize:
+            self._resize_echo = ResizeEcho(lambda: pty.signal_foreground(signal.SIGWINCH))
 
     @property
     def pid(self) -> int | None:
@@ -91,6 +99,8 @@ class TerminalSession:
         if self._pty is not None:
             self._pty.drain()
             self._pty.hang_up()
+        if self._resize_echo is not None:
+            self._resize_echo.cancel()
         self.status = EXITED
         self.exit_code = code
         if self.close_reason is None:
@@ -122,6 +132,8 @@ class TerminalSession:
     def resize(self, rows: int, cols: int) -> None:
         if self._pty is not None and self.running:
             self._pty.resize(rows, cols)
+            if self._resize_echo is not None:
+                self._resize_echo.resized()
 
     # ------------------------------------------------------------------ end
     def pause_output(self) -> None:

@@ -156,4 +156,4 @@ class ContainerPlacement:
         pid_file = f"/tmp/.vm-agent-exec-{secrets.token_hex(8)}.pid"
         args += [self.container, "/bin/sh", "-c", _RECORD_PID, pid_file, *argv]
         wrapped = ["/bin/sh", "-c", _HOST_WRAPPER, "vm-agent-exec", self.container, pid_file, *args]
-        return Command(argv=wrapped, env={}, cwd=None, cleanup_paths=cleanup)
+        return Command(argv=wrapped, env={}, cwd=None, cleanup_paths=cleanup, relays_resize=tty)

@@ -22,12 +22,15 @@ class Command:
 
     `secret_env` is environment that must not appear in argv (`docker exec -e` would put it
     there); container placements pass it through an env file on tmpfs instead.
+    `relays_resize`: the program on a PTY forwards window-size changes to another terminal
+    (the docker CLI to the container's), see vm_agent.terminal.resize_echo.
     """
 
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None
     cleanup_paths: tuple[str, ...] = ()
+    relays_resize: bool = False
 
 
 class Placement(Protocol):
