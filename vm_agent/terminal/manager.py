@@ -79,7 +79,12 @@ class TerminalManager:
         self.settings = settings
         self._workspaces = workspaces
         self._tabs = tabs
-        self._base_env = base_env or (lambda: _daemon_environment(settings))
+        if base_env is None:
+            # Read once: the daemon's environment does not change while it runs, and filtering
+            # os.environ cost ~60 µs per terminal opened (measured), 7% of an open.
+            inherited = _daemon_environment(settings)
+            base_env = lambda: inherited  # noqa: E731
+        self._base_env = base_env
         self._sessions: dict[tuple[str, str], TerminalSession] = {}
         self._reserved: dict[tuple[str, str], str] = {}  # key -> user, while spawning
         # Live and reserved sessions per user, kept as they change: counting them by a scan on
