@@ -19,6 +19,7 @@ import termios
 from collections.abc import Callable, Mapping, Sequence
 
 from vm_agent.terminal import ingest
+from vm_agent.terminal.ingest import FLOOD_PAUSE, FloodMeter
 from vm_agent.terminal.spawn import spawn_on_terminal
 
 # One PTY read is at most this much; the reader drains up to _DRAIN_BYTES per wake-up so a
@@ -27,17 +28,6 @@ from vm_agent.terminal.spawn import spawn_on_terminal
 # other sessions still get a turn every few milliseconds.
 _READ_BYTES = 65536
 _DRAIN_BYTES = 32 * 1024
-# A program flooding the terminal in small writes (line by line) makes an eager reader wake
-# for every few hundred bytes: ~9 ms of CPU per MB in reads alone, and the program held back by
-# the ping-pong (measured). When a PTY has given more than _FLOOD_BYTES within _FLOOD_WINDOW in
-# reads averaging under _SMALL_READ bytes, its reader pauses one loop timer tick (~1 ms, the
-# selector's resolution) so the next wake-up finds whole 4 KiB buffers: 2-3 ms per MB, and the
-# program runs faster. Programs that write big blocks are read eagerly (pausing them would let
-# the PTY fill and stall them), and so is anything interactive.
-_FLOOD_BYTES = 64 * 1024
-_FLOOD_WINDOW = 0.01
-_SMALL_READ = 2048
-_FLOOD_PAUSE = 0.0005
 # At exit, what the PTY still holds (its buffers keep well under this); bounded because a
 # background job that outlived the shell may still be writing.
 _EXIT_DRAIN_BYTES = 256 * 1024
@@ -96,27 +86,6 @@ def _start(argv: Sequence[str], env: Mapping[str, str], cwd: str | None, rows: i
     return pid, master
 
 
-class _FloodMeter:
-    """How a PTY's output arrived over the last _FLOOD_WINDOW: bytes, and in how many reads."""
-
-    __slots__ = ("_reads", "_since", "_total")
-
-    def __init__(self) -> None:
-        self._since = 0.0
-        self._total = 0
-        self._reads = 0
-
-    def record(self, now: float, total: int, reads: int) -> None:
-        if now - self._since > _FLOOD_WINDOW:
-            self._since, self._total, self._reads = now, 0, 0
-        self._total += total
-        self._reads += reads
-
-    @property
-    def flooding_in_small_writes(self) -> bool:
-        return self._total >= _FLOOD_BYTES and self._total < _SMALL_READ * self._reads
-
-
 class PtyProcess:
     """One child process on its own PTY and session (its pid is its process group id)."""
 
@@ -132,7 +101,7 @@ class PtyProcess:
         os.set_blocking(master, False)
         self._paused = False
         self._eof = False
-        self._flood = _FloodMeter()
+        self._flood = FloodMeter()
         self._resting: asyncio.TimerHandle | None = None
         self._ingest = ingest.for_loop(self._loop)
         self._loop.add_reader(master, self._readable)
@@ -261,7 +230,7 @@ class PtyProcess:
 
     def _rest(self) -> None:
         """Leave the PTY unread for a timer tick (its reader is off), then watch it again."""
-        self._resting = self._loop.call_later(_FLOOD_PAUSE, self._rearm)
+        self._resting = self._loop.call_later(FLOOD_PAUSE, self._rearm)
 
     def _rearm(self) -> None:
         self._resting = None
