@@ -15,7 +15,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 T = TypeVar("T")
 
@@ -293,8 +293,3 @@ class EventCursor(Generic[T]):
         elif gap is not None:
             self.after = gap.last
         return gap, entries
-
-
-def json_size(item: Any) -> int:
-    """Size function for EventLogs holding pre-serialized JSON text."""
-    return len(item) if isinstance(item, str | bytes) else 256

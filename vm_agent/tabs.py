@@ -68,25 +68,20 @@ class TabStore:
         self, workspace_id: str, tab_id: str, type_: str, label: str = "", agent_id: str | None = None
     ) -> Tab:
         """Insert a tab at the end of the strip (or keep the existing one with that id)."""
-        row = await self._store.fetchone(
-            "SELECT COALESCE(MAX(sort_order), -1) + 1 AS next FROM tabs WHERE workspace_id = ?", (workspace_id,)
-        )
-        await self._store.execute(
-            "INSERT OR IGNORE INTO tabs (id, workspace_id, type, label, agent_id, sort_order, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (tab_id, workspace_id, type_, label, agent_id, row["next"] if row else 0, time.time()),
-        )
+        await self.append(workspace_id, tab_id, type_, label, agent_id)
         tab = await self.get(workspace_id, tab_id)
         assert tab is not None
         return tab
 
-    async def append(self, workspace_id: str, tab_id: str, type_: str, label: str = "") -> None:
+    async def append(
+        self, workspace_id: str, tab_id: str, type_: str, label: str = "", agent_id: str | None = None
+    ) -> None:
         """`add` in one statement, returning nothing: terminals open in hundreds and need no
         answer, and one store round trip instead of three keeps their opening cheap."""
         await self._store.execute(
             "INSERT OR IGNORE INTO tabs (id, workspace_id, type, label, agent_id, sort_order, created_at)"
-            " SELECT ?, ?, ?, ?, NULL, COALESCE(MAX(sort_order), -1) + 1, ? FROM tabs WHERE workspace_id = ?",
-            (tab_id, workspace_id, type_, label, time.time(), workspace_id),
+            " SELECT ?, ?, ?, ?, ?, COALESCE(MAX(sort_order), -1) + 1, ? FROM tabs WHERE workspace_id = ?",
+            (tab_id, workspace_id, type_, label, agent_id, time.time(), workspace_id),
         )
 
     async def get(self, workspace_id: str, tab_id: str) -> Tab | None:

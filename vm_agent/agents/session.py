@@ -114,7 +114,7 @@ class AgentSession(PromptRunner):
         self.mcp_servers: list[dict[str, Any]] = []
         self.viewer_count = 0
         self.counts = {"prompts": 0, "retries": 0, "restarts": 0, "crashes": 0}
-        # items are always bytes, so `len` measures them (json_size would also take other things)
+        # items are always bytes (serialized JSON), so `len` is their size
         self.log: EventLog[bytes] = EventLog(settings.acp_message_buffer_size, settings.acp_message_buffer_bytes,
                                              len)
         self._uncounted = 0  # appended messages not yet added to the metric (see emit)
