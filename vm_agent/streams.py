@@ -81,6 +81,7 @@ class ByteLog:
         self._end = 0
         self._closed = False
         self._signal = _Signal()
+        self._listeners: list[Callable[[], None]] = []
 
     @property
     def start(self) -> int:
@@ -116,11 +117,28 @@ class ByteLog:
         if first < len(data):
             ring[: len(data) - first] = data[first:]
         self._end = end
-        self._signal.fire()
+        self._changed()
 
     def close(self) -> None:
         """No more appends; readers drain what is left and then see end-of-stream."""
         self._closed = True
+        self._changed()
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Call `listener` synchronously after every append and at close.
+
+        For a reader that can act on new bytes at once (write a keystroke's echo to its
+        socket) without the loop turn that waking a waiting task costs. It runs inside the
+        writer's call, so it must be quick and must not raise."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[], None]) -> None:
+        self._listeners.remove(listener)
+
+    def _changed(self) -> None:
+        if self._listeners:
+            for listener in tuple(self._listeners):
+                listener()
         self._signal.fire()
 
     def _copy(self, start: int, end: int) -> bytes:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import random
 
-from vm_agent.agents.wsframes import SharedFrames, text_frames
+from vm_agent.agents.wsframes import SharedFrames
 from vm_agent.streams import Entry
+from vm_agent.wsframe import text_frames
 
 
 def entries(first: int, last: int, sizes: dict[int, int]) -> list[Entry[bytes]]:

@@ -65,6 +65,30 @@ async def test_two_sockets_on_one_session_see_the_same_output(term_daemon, conne
     assert first.output["shared"][:end] == second.output["shared"][:end]
 
 
+async def test_trickles_and_floods_arrive_once_in_order_on_every_socket(term_daemon, connect) -> None:
+    """Small writes are sent straight from the PTY reader, floods by each socket's sender:
+    whichever sends, every socket gets every byte once, in order, at contiguous offsets."""
+    first = await connect(term_daemon)
+    second = await connect(term_daemon)
+    await first.create("mix")
+    await second.send("reattach_session", {"sessionId": "mix", "rows": 24, "cols": 80})
+    await second.expect("session_reattached", sessionId="mix")
+    await first.type(
+        "mix",
+        "for i in $(seq 30); do printf 'k%d.' $i; sleep 0.005; "
+        "head -c 30000 /dev/zero | tr '\\0' $((i % 10)); done; printf '%s\\n' '|E''ND'\r",
+    )
+    expected = "".join(f"k{i}." + str(i % 10) * 30000 for i in range(1, 31)) + "|END"
+    for client in (first, second):
+        text = await client.until_output("mix", "|END", timeout=60)
+        assert expected in text
+        outputs = [m["data"] for m in client.messages if m["type"] in ("output", "scrollback")]
+        for before, after in itertools.pairwise(outputs):
+            assert after["offset"] == before["next"]
+        between = text[text.index("k1.") : text.index("|END") + 4]
+        assert between == expected  # nothing extra in between either (no byte sent twice)
+
+
 async def test_exit_reports_the_exit_code(term_daemon, connect) -> None:
     client = await connect(term_daemon)
     await client.create("e")

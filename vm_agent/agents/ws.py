@@ -25,10 +25,11 @@ from vm_agent.agents.registry import UnknownAgentType
 from vm_agent.agents.session import AgentSession, text_blocks
 from vm_agent.agents.verbs import VERBS, run_verb
 from vm_agent.agents.viewers import Batch, follow
-from vm_agent.agents.wsframes import SharedFrames, text_frames
+from vm_agent.agents.wsframes import SharedFrames
 from vm_agent.auth import MANAGEMENT, USER, authenticate, set_login_cookies
 from vm_agent.errors import BadRequest
 from vm_agent.workspaces.placement import HOST_WORKSPACE
+from vm_agent.wsframe import text_frames
 
 log = structlog.get_logger("vm_agent.agents.ws")
 

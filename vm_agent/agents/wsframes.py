@@ -1,9 +1,9 @@
 """Agent messages as WebSocket frames, written straight to the viewer's transport.
 
-Why frames by hand: over TLS every `ws.send_str` is its own TLS record and send() syscall,
-which capped a viewer at ~15,000 messages/s; a batch of hundreds of frames in one write costs
-about as much as one. Frames stay one JSON message each, so clients see no difference
-(uncompressed frames are valid even when permessage-deflate was negotiated).
+Why frames by hand (vm_agent.wsframe): over TLS every `ws.send_str` is its own TLS record and
+send() syscall, which capped a viewer at ~15,000 messages/s; a batch of hundreds of frames in
+one write costs about as much as one. Frames stay one JSON message each, so clients see no
+difference.
 
 Why shared: every viewer of a session sends the same messages, so a session with several
 viewers frames each message once (`SharedFrames`) and each viewer copies out the byte range
@@ -13,29 +13,9 @@ of its batch, whatever batch boundaries its own pace gave it.
 from __future__ import annotations
 
 import bisect
-import struct
 
 from vm_agent.streams import Entry
-
-_SHORT_HEADERS = [bytes((0x81, size)) for size in range(126)]
-
-
-def _header(size: int) -> bytes:
-    """The header of an unmasked, unfragmented text frame (server → client) of `size` bytes."""
-    if size < 126:
-        return _SHORT_HEADERS[size]
-    if size < 65536:
-        return struct.pack("!BBH", 0x81, 126, size)
-    return struct.pack("!BBQ", 0x81, 127, size)
-
-
-def text_frames(payloads: list[bytes]) -> bytes:
-    """WebSocket text frames of `payloads`, concatenated."""
-    parts: list[bytes] = []
-    for payload in payloads:
-        parts.append(_header(len(payload)))
-        parts.append(payload)
-    return b"".join(parts)
+from vm_agent.wsframe import text_frame_header, text_frames
 
 
 class SharedFrames:
@@ -79,7 +59,7 @@ class SharedFrames:
         offset = self._base + len(data)
         for entry in entries:
             payload = entry.item
-            header = _header(len(payload))
+            header = text_frame_header(len(payload))
             starts.append(offset)
             data += header
             data += payload

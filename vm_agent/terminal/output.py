@@ -134,34 +134,63 @@ class Viewer:
 
     async def next(self) -> Chunk | None:
         """The next chunk of live output (waiting for it), or None once the session is over."""
-        output = self._output
-        log = output.log
-        cursor = self._cursor
+        log = self._output.log
         while True:
             if log.end <= self._seen and not await log.wait_beyond(self._seen):
                 return self._final()
-            waiting = log.end - cursor.position
-            if _STREAMING_BYTES <= waiting < FRAME_BYTES and not log.closed:
-                loop = asyncio.get_running_loop()
-                if loop.time() - self._last_chunk_at < _STREAMING_WINDOW:
-                    await asyncio.sleep(COALESCE_DELAY)
-            piece = log.read(cursor.position, FRAME_BYTES)
-            prefix = ""
-            gap = 0
-            if piece.gap:
-                # This viewer fell behind what the log retains: skip to a clean boundary.
-                start, modes = output.safe_point()
-                gap = start - cursor.position
-                prefix = modes.restore_sequence()
-                piece = log.read(start, FRAME_BYTES)
-            data = piece.data
-            keep = utf8_complete(data)
-            self._seen = piece.next
-            cursor.position = piece.offset + keep
-            if keep or gap:
-                self._last_chunk_at = asyncio.get_running_loop().time()
-                text = data[:keep].decode("utf-8", "replace") if keep else ""
-                return Chunk(prefix + text, piece.offset, cursor.position, gap)
+            if self._gathering(log):
+                await asyncio.sleep(COALESCE_DELAY)
+            chunk = self._take()
+            if chunk is not None:
+                return chunk
+
+    def take_ready(self) -> Chunk | None:
+        """The next chunk if it can go out right now, without waiting: new output that is not
+        part of a flood being gathered into bigger frames. None if there is none (`pending`
+        then says whether `next` has something to do)."""
+        log = self._output.log
+        if log.end <= self._seen or self._gathering(log):
+            return None
+        return self._take()
+
+    @property
+    def pending(self) -> bool:
+        """Output not looked at yet, or the end of the stream: `next` would not wait for more."""
+        log = self._output.log
+        return log.end > self._seen or log.closed
+
+    def _gathering(self, log: ByteLog) -> bool:
+        """A flood is under way: let it accumulate into a bigger frame for a moment."""
+        waiting = log.end - self._cursor.position
+        return (
+            _STREAMING_BYTES <= waiting < FRAME_BYTES
+            and not log.closed
+            and asyncio.get_running_loop().time() - self._last_chunk_at < _STREAMING_WINDOW
+        )
+
+    def _take(self) -> Chunk | None:
+        """Whole characters from the cursor on (up to a frame); None if only part of one waits."""
+        output = self._output
+        log = output.log
+        cursor = self._cursor
+        piece = log.read(cursor.position, FRAME_BYTES)
+        prefix = ""
+        gap = 0
+        if piece.gap:
+            # This viewer fell behind what the log retains: skip to a clean boundary.
+            start, modes = output.safe_point()
+            gap = start - cursor.position
+            prefix = modes.restore_sequence()
+            piece = log.read(start, FRAME_BYTES)
+        data = piece.data
+        keep = utf8_complete(data)
+        self._seen = piece.next
+        cursor.position = piece.offset + keep
+        if not keep and not gap:
+            return None
+        self._last_chunk_at = asyncio.get_running_loop().time()
+        text = data[:keep].decode("utf-8", "replace") if keep else ""
+        return Chunk(prefix + text, piece.offset, cursor.position, gap)
 
     def _final(self) -> Chunk | None:
         """At end of stream, flush an unfinished character (as U+FFFD) so nothing is withheld."""
