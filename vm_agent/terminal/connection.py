@@ -186,7 +186,8 @@ class TerminalConnection(abc.ABC):
         assert self._transport is not None
         self._transport.write(text_frame(payload))
 
-    def _abort(self) -> None:
+    def abort(self) -> None:
+        """Drop the connection at once (a dead or broken peer)."""
         if self._transport is not None:
             self._transport.abort()
 
@@ -210,7 +211,7 @@ class TerminalConnection(abc.ABC):
             oldest_send = next(iter(self._sending.values()), now)
             if timeout > 0 and now - oldest_send > timeout:
                 log.warning("terminal_socket_send_stalled", workspace=self.workspace_id)
-                self._abort()
+                self.abort()
                 return
             if timeout > 0 and now - self._last_heard > timeout:
                 log.info("terminal_socket_idle", workspace=self.workspace_id)
@@ -240,8 +241,8 @@ class TerminalConnection(abc.ABC):
         """Send `session`'s output from `viewer`. While this task is idle, output that can go
         at once is written by a listener on the log instead (see `_Handover`)."""
         handover = _Handover(self, session.id, viewer)
-        log = session.output.log
-        log.add_listener(handover)
+        output_log = session.output.log
+        output_log.add_listener(handover)
         try:
             while True:
                 chunk = viewer.take_ready()
@@ -257,7 +258,7 @@ class TerminalConnection(abc.ABC):
         except ConnectionGone:
             pass
         finally:
-            log.remove_listener(handover)
+            output_log.remove_listener(handover)
             if self._pumps.get(session.id) is asyncio.current_task():
                 del self._pumps[session.id]
             self.manager.detach(session)
@@ -303,8 +304,11 @@ class _Handover:
                 chunk = self._viewer.take_ready()
                 if chunk is not None:
                     connection.write_now(protocol.output(self._session_id, chunk))
-        except Exception:  # never into the PTY reader: the task will meet the problem too
+        except Exception:
+            # Never into the PTY reader. The chunk taken may be lost on this socket, so drop the
+            # socket: its client resumes from the last `next` it saw and gets exactly the rest.
             log.exception("terminal_output_handover_failed", session_id=self._session_id)
+            connection.abort()
         if self._viewer.pending:
             waiter.set_result(None)
 
