@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import re
+import socket
+import ssl
+import struct
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -119,6 +123,38 @@ async def connect() -> AsyncIterator[Callable[..., Any]]:
 def marker(text: str) -> tuple[str, str]:
     """A command that prints `text` and the exact string to wait for (not in the echoed input)."""
     return f"printf '%s%s\\n' '{text[:1]}' '{text[1:]}'\r", text
+
+
+def ws_frame(text: str) -> bytes:
+    """A client's (masked) text frame carrying `text`."""
+    payload = text.encode()
+    mask = os.urandom(4)
+    size = bytes([0x80 | len(payload)]) if len(payload) < 126 else b"\xfe" + struct.pack("!H", len(payload))
+    return b"\x81" + size + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def raw_client(
+    daemon: Daemon, receive_buffer: int | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A bare TLS connection upgraded to `/terminal/ws/multi`: frames are written as given
+    (several in one write, or never reading), which a WebSocket library will not do."""
+    sock = socket.socket()
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", daemon.port))
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    reader, writer = await asyncio.open_connection(sock=sock, ssl=context, server_hostname="127.0.0.1")
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        f"GET /terminal/ws/multi?token={daemon.token()} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
+    return reader, writer
 
 
 def fds_open() -> int:

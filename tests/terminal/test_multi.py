@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
 import re
 
-from tests.terminal.conftest import TermClient, marker, pid_alive, shell_pid, until
+from tests.terminal.conftest import TermClient, marker, pid_alive, raw_client, shell_pid, until, ws_frame
 from vm_agent import appkeys
 
 
@@ -32,6 +33,27 @@ async def test_resize_is_seen_by_the_program_and_clamped(term_daemon, connect) -
     await client.send("resize", {"rows": 33, "cols": 111}, "r")
     await client.type("r", "stty size | sed 's/ /x/'\r")
     await client.until_output("r", "33x111")
+
+
+async def test_a_keystroke_never_overtakes_a_paste_sent_right_before_it(term_daemon, connect) -> None:
+    """A paste is too big to be written to the PTY from the read callback and goes through the
+    WebSocket library's queue; the keystroke behind it, in the same write, must wait for it."""
+    owner = await connect(term_daemon)
+    await owner.create("p")
+    await owner.type(
+        "p",
+        "stty raw -echo; printf 'RE''ADY'; head -c 5001 > got.txt; stty sane; "
+        "printf '<%s>%s\\n' \"$(tail -c 1 got.txt)\" 'E''ND'\r",
+    )
+    await owner.until_output("p", "READY")
+    _, writer = await raw_client(term_daemon)
+    paste = json.dumps({"type": "input", "sessionId": "p", "data": {"data": "A" * 5000}})
+    key = json.dumps({"type": "input", "sessionId": "p", "data": {"data": "B"}})
+    writer.write(ws_frame(paste) + ws_frame(key))
+    await writer.drain()
+    text = await owner.until_output("p", "END")
+    assert re.search(r"<(.)>END", text).group(1) == "B"
+    writer.close()
 
 
 async def test_multibyte_characters_split_across_reads_arrive_intact(term_daemon, connect) -> None:

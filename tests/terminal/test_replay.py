@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 import shutil
-import socket
-import ssl
-import struct
 
 import pytest
 
-from tests.terminal.conftest import terminal_env, until
+from tests.terminal.conftest import raw_client, terminal_env, until, ws_frame
 from vm_agent import appkeys
 
 SMALL_LOG = "65536"
@@ -94,32 +89,10 @@ async def test_reattach_inside_vim_switches_to_the_alternate_screen(term_daemon,
     assert "[New" in scrollback
 
 
-def _ws_frame(text: str) -> bytes:
-    payload = text.encode()
-    mask = os.urandom(4)
-    size = bytes([0x80 | len(payload)]) if len(payload) < 126 else b"\xfe" + struct.pack("!H", len(payload))
-    header = b"\x81" + size
-    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
 async def _stalled_client(daemon, first_message: str) -> asyncio.StreamWriter:
     """A WebSocket client that sends one message and then never reads (small receive buffer)."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", daemon.port))
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    reader, writer = await asyncio.open_connection(sock=sock, ssl=context, server_hostname="127.0.0.1")
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
-        f"GET /terminal/ws/multi?token={daemon.token()} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
-    writer.write(_ws_frame(first_message))
+    _, writer = await raw_client(daemon, receive_buffer=4096)
+    writer.write(ws_frame(first_message))
     await writer.drain()
     return writer
 
@@ -161,7 +134,7 @@ async def test_a_peer_that_sends_but_never_reads_is_dropped_and_the_session_live
 
     async def keep_talking() -> None:
         while True:
-            stalled.write(_ws_frame('{"type":"ping"}'))
+            stalled.write(ws_frame('{"type":"ping"}'))
             await stalled.drain()
             await asyncio.sleep(0.1)  # a client's own pace, not a synchronisation
 

@@ -27,6 +27,7 @@ from vm_agent.auth import Principal
 from vm_agent.config import Settings
 from vm_agent.errors import ApiError
 from vm_agent.terminal import protocol
+from vm_agent.terminal.fastinput import InputFastPath
 from vm_agent.terminal.manager import TerminalManager
 from vm_agent.terminal.output import Viewer
 from vm_agent.terminal.protocol import ProtocolError
@@ -79,6 +80,7 @@ class TerminalConnection(abc.ABC):
         manager: TerminalManager,
         principal: Principal,
         workspace_id: str,
+        fast_input: InputFastPath | None = None,
     ) -> None:
         self.ws = ws
         self.request = request
@@ -93,17 +95,24 @@ class TerminalConnection(abc.ABC):
         self._sending: dict[int, float] = {}
         self._send_serial = 0
         self._transport = request.transport
+        self._fast_input = fast_input
+        self._taken = 0  # data messages the receive loop has taken from aiohttp
+        self._handling = False  # the receive loop is acting on a message
         self._bucket = TokenBucket(self.settings.terminal_ws_message_rate, self.settings.terminal_ws_message_burst)
 
     # ------------------------------------------------------------------ main loop
     async def run(self) -> None:
         pinger = self._loop.create_task(self._watchdog())
+        if self._fast_input is not None:
+            self._fast_input.start(self.input_now, self.settings.terminal_ws_max_message_bytes)
         try:
             await self.opened()
             await self._receive_loop()
         except ConnectionGone:
             pass
         finally:
+            if self._fast_input is not None:
+                self._fast_input.stop()
             pinger.cancel()
             await self.settle()
             pumps = list(self._pumps.values())
@@ -131,11 +140,16 @@ class TerminalConnection(abc.ABC):
             self._last_heard = self._loop.time()
             kind = message.type
             if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
+                self._taken += 1
                 if not self._bucket.take():
                     log.warning("terminal_socket_rate_limited", user=self.principal.user_id)
                     await self._close(CLOSE_POLICY, "message rate limit exceeded")
                     return
-                await self._dispatch(message.data)
+                self._handling = True
+                try:
+                    await self._dispatch(message.data)
+                finally:
+                    self._handling = False
             elif kind is WSMsgType.PING:
                 with contextlib.suppress(ConnectionError, RuntimeError):
                     await ws.pong(message.data)
@@ -156,6 +170,31 @@ class TerminalConnection(abc.ABC):
     @abc.abstractmethod
     async def handle(self, message: protocol.ClientMessage) -> None:
         """Act on one valid client message (each endpoint speaks its own subset)."""
+
+    def input_now(self, payload: bytes) -> bool:
+        """Write an `input` message straight to its PTY, from the socket's read callback, when
+        nothing this client sent before it is still waiting (vm_agent.terminal.fastinput).
+        False: not taken, the message goes the normal way (and meets any error there)."""
+        fast_input = self._fast_input
+        if self._handling or fast_input is None or fast_input.forwarded_messages != self._taken:
+            return False
+        try:
+            message = protocol.parse(payload, self.allowed)
+            if message.type != "input":
+                return False
+            data = message.data.get("data")
+            session = self.input_target(message)
+            if not isinstance(data, str) or session is None or not self._bucket.take():
+                return False
+            session.write(data)
+        except (ProtocolError, ApiError):
+            return False
+        self._last_heard = self._loop.time()
+        return True
+
+    def input_target(self, message: protocol.ClientMessage) -> TerminalSession | None:
+        """The running session an `input` message may be written to at once, if any."""
+        return None
 
     # ------------------------------------------------------------------ sending
     async def send(self, payload: bytes) -> None:

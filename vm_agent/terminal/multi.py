@@ -61,6 +61,15 @@ class MultiConnection(TerminalConnection):
                 protocol.encode("session_renamed", {"sessionId": session.id, "name": session.name}, session.id)
             )
 
+    def input_target(self, message: ClientMessage) -> TerminalSession | None:
+        target = message.data.get("sessionId", message.session_id)
+        if not isinstance(target, str) or target in self._creating:
+            return None  # unnamed, or its create has not finished: the normal way waits for it
+        try:
+            return self._session(target)
+        except ApiError:
+            return None
+
     def _start_create(self, message: ClientMessage) -> None:
         session_id = validate_session_id(message.target)
         task = asyncio.get_running_loop().create_task(self._create(message))
@@ -160,6 +169,9 @@ class SingleConnection(TerminalConnection):
             await self.send(protocol.encode("session", {"sessionId": self.session.id}, self.session.id))
         finally:
             self.follow(self.session, viewer)
+
+    def input_target(self, message: ClientMessage) -> TerminalSession | None:
+        return self.session
 
     async def handle(self, message: ClientMessage) -> None:
         session = self.session

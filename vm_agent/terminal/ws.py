@@ -17,6 +17,7 @@ from vm_agent import appkeys
 from vm_agent.auth import Principal, authenticate, set_login_cookies
 from vm_agent.errors import Forbidden
 from vm_agent.terminal.connection import CLOSE_GOING_AWAY, TerminalConnection
+from vm_agent.terminal.fastinput import InputFastPath
 from vm_agent.terminal.manager import TerminalManager
 from vm_agent.terminal.multi import MultiConnection, SingleConnection
 from vm_agent.terminal.protocol import DEFAULT_COLS, DEFAULT_ROWS
@@ -27,7 +28,7 @@ _SOCKETS: web.AppKey[set[TerminalConnection]] = web.AppKey("terminal_sockets", s
 KINDS = frozenset({"user", "management"})
 
 
-async def _open(request: web.Request) -> tuple[web.WebSocketResponse, Principal, str]:
+async def _open(request: web.Request) -> tuple[web.WebSocketResponse, Principal, str, InputFastPath | None]:
     settings = request.app[appkeys.SETTINGS]
     requested = request.query.get("workspace") or None
     principal = await authenticate(request, kinds=KINDS, workspace=requested)
@@ -41,8 +42,15 @@ async def _open(request: web.Request) -> tuple[web.WebSocketResponse, Principal,
         autoping=False,  # the connection answers pings and notes pongs itself (its liveness clock)
     )
     set_login_cookies(request, ws)
-    await ws.prepare(request)
-    return ws, principal, workspace_id
+    # In front of aiohttp before the handshake, so it sees every byte after the upgrade request.
+    fast_input = InputFastPath.install(request.transport) if ws.can_prepare(request).ok else None
+    try:
+        await ws.prepare(request)
+    except BaseException:
+        if fast_input is not None:
+            fast_input.uninstall()
+        raise
+    return ws, principal, workspace_id, fast_input
 
 
 async def _serve(request: web.Request, connection: TerminalConnection) -> web.WebSocketResponse:
@@ -56,17 +64,20 @@ async def _serve(request: web.Request, connection: TerminalConnection) -> web.We
 
 
 async def multi_handler(request: web.Request) -> web.WebSocketResponse:
-    ws, principal, workspace_id = await _open(request)
+    ws, principal, workspace_id, fast_input = await _open(request)
     manager = request.app[appkeys.TERMINALS]
-    return await _serve(request, MultiConnection(ws, request, manager, principal, workspace_id))
+    connection = MultiConnection(ws, request, manager, principal, workspace_id, fast_input=fast_input)
+    return await _serve(request, connection)
 
 
 async def single_handler(request: web.Request) -> web.WebSocketResponse:
     rows = clamp_dimension(_int(request.query.get("rows")), DEFAULT_ROWS)
     cols = clamp_dimension(_int(request.query.get("cols")), DEFAULT_COLS)
-    ws, principal, workspace_id = await _open(request)
+    ws, principal, workspace_id, fast_input = await _open(request)
     manager = request.app[appkeys.TERMINALS]
-    connection = SingleConnection(ws, request, manager, principal, workspace_id, rows=rows, cols=cols)
+    connection = SingleConnection(
+        ws, request, manager, principal, workspace_id, fast_input=fast_input, rows=rows, cols=cols
+    )
     return await _serve(request, connection)
 
 
