@@ -1,11 +1,13 @@
-"""Terminal benchmark: vm-agent beside terminado and the raw PTY rate, measured in one run.
+"""Terminal benchmark: vm-agent beside terminado, the asyncio floor and the raw PTY rate, in one run.
 
     .venv/bin/python bench/terminal.py [--quick] [--only throughput,echo,open,stall,replay] [--peers vm-agent]
 
-Both servers run as their own processes, over TLS with the same certificate, serving the same
+Every server runs as its own process, over TLS with the same certificate, serving the same
 shell (/bin/sh, empty HOME) to the same client code in this process. The raw PTY figure is the
-same command read straight from a PTY by a minimal reader: the ceiling. Prints a table; no
-assertions. `--quick` uses ~20 MB instead of ~90 MB and skips the 1,000-session row.
+same command read straight from a PTY by a minimal reader: the ceiling. The asyncio floor
+(bench/floor_relay.py) is the least a Python relay can do, measured for echo and throughput:
+what vm-agent costs beyond it is the price of its features. Prints a table; no assertions.
+`--quick` uses ~20 MB instead of ~90 MB and skips the 1,000-session row.
 BENCH_PROFILE=/tmp/terminal.prof runs vm-agent under cProfile (written when it stops).
 """
 
@@ -180,6 +182,7 @@ class LeanTerm:
 class Peer:
     name = ""
     pid = 0
+    measures = frozenset({"throughput", "echo", "open", "stall", "replay"})
 
     def __init__(self, http: aiohttp.ClientSession, port: int) -> None:
         self.http = http
@@ -327,6 +330,21 @@ class Terminado(Peer):
 
     async def stalled(self, command: str) -> asyncio.StreamWriter:
         return await raw_stalled_client(self.port, "/websocket", [["stdin", command + "\r"]])
+
+
+class FloorRelay(Peer):
+    """bench/floor_relay.py: the least a Python asyncio relay does (echo and throughput only)."""
+
+    name = "asyncio floor"
+    measures = frozenset({"throughput", "echo"})
+
+    def open_lean(self) -> LeanTerm:
+        self._count += 1
+        session_id = f"floor-{self._count}"
+        sock = LeanSocket(self.port, "/")
+        sock.send_json({"type": "create_session", "data": {"sessionId": session_id, "rows": 24, "cols": 80}})
+        term = VmAgentTerm(None, session_id)  # type: ignore[arg-type]
+        return LeanTerm(sock, term.encode_input, term.texts)
 
 
 async def _count_messages(ws: aiohttp.ClientWebSocketResponse, kind: str, count: int) -> None:
@@ -547,14 +565,30 @@ async def main(quick: bool, only: set[str], peer_names: set[str]) -> None:
             )
             assert tornado.stdout is not None
             await tornado.stdout.readline()
+            floor_port = free_port()
+            floor = await asyncio.create_subprocess_exec(
+                sys.executable,
+                str(Path(__file__).with_name("floor_relay.py")),
+                str(floor_port),
+                str(cert),
+                str(cert_key),
+                SHELL,
+                env=env,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            assert floor.stdout is not None
+            await floor.stdout.readline()
             vm = VmAgent(http, agent_port, key.mint(kind="user", workspace="host", user="bench"))
             vm.pid = agent.pid
             td = Terminado(http, tornado_port)
             td.pid = tornado.pid
-            peers: list[Peer] = [peer for peer in (td, vm) if not peer_names or peer.name in peer_names]
+            fl = FloorRelay(http, floor_port)
+            fl.pid = floor.pid
+            peers: list[Peer] = [peer for peer in (td, fl, vm) if not peer_names or peer.name in peer_names]
             results = await measure(peers, data, size, data_1m, tmp, keys, quick, only)
-            tornado.terminate()
-            await tornado.wait()
+            for server in (tornado, floor):
+                server.terminate()
+                await server.wait()
         finally:
             await http.close()
             agent.terminate()
@@ -572,9 +606,9 @@ async def measure(
     raw_rates: dict[str, list[float]] = {"text lines": [], "one long line": []}
     _, lines_size = await asyncio.to_thread(raw_pty_rate, lines_cmd, tmp)
     _, one_size = await asyncio.to_thread(raw_pty_rate, one_cmd, tmp)
-    wanted = only or {"throughput", "echo", "open", "stall", "replay"}
     for peer in peers:
         lines, one = (lines_cmd, lines_size), (one_cmd, one_size)
+        wanted = (only or {"throughput", "echo", "open", "stall", "replay"}) & peer.measures
         if "throughput" in wanted:
             await _guard(rows, peer.name, "throughput", _throughputs(rows, peer, lines, one, tmp, raw_rates))
         if "echo" in wanted:
@@ -655,18 +689,18 @@ async def _replay(rows: dict, peer: Peer, data_1m: Path) -> None:
 
 
 def print_table(rows: dict[str, dict[str, str]], megabytes: float) -> None:
-    columns = ["raw PTY", "terminado", "vm-agent"]
-    print(f"terminal benchmark: {megabytes:.0f} MB of output per throughput run, shell {SHELL}, TLS for both servers")
-    print(f"{'metric':<48}" + "".join(f"{c:>30}" for c in columns))
+    columns = ["raw PTY", "terminado", "asyncio floor", "vm-agent"]
+    print(f"terminal benchmark: {megabytes:.0f} MB of output per throughput run, shell {SHELL}, TLS for every server")
+    print(f"{'metric':<48}" + "".join(f"{c:>28}" for c in columns))
     for metric, values in rows.items():
-        print(f"{metric:<48}" + "".join(f"{values.get(c, '-'):>30}" for c in columns))
+        print(f"{metric:<48}" + "".join(f"{values.get(c, '-'):>28}" for c in columns))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="~20 MB runs, 500 keys, no 1,000-session row")
     parser.add_argument("--only", default="", help="comma-separated rows: throughput,echo,open,stall,replay")
-    parser.add_argument("--peers", default="", help="comma-separated peers: terminado,vm-agent")
+    parser.add_argument("--peers", default="", help="comma-separated peers: terminado,asyncio floor,vm-agent")
     args = parser.parse_args()
     split = lambda text: {item for item in text.split(",") if item}  # noqa: E731
     asyncio.run(main(args.quick, split(args.only), split(args.peers)))

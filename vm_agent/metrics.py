@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -26,15 +26,29 @@ HTTP_LATENCY = Histogram(
     registry=REGISTRY,
 )
 AUTH_FAILURES = Counter("vm_agent_auth_failures_total", "Rejected requests by reason.", ["reason"], registry=REGISTRY)
-TERMINAL_BYTES = Counter(
-    "vm_agent_terminal_bytes_total",
-    "Terminal bytes by direction (in: typed, out: produced).",
-    ["direction"],
-    registry=REGISTRY,
-)
-# Children bound once: these are counted on hot paths (every PTY read, every keystroke batch).
-TERMINAL_BYTES_IN = TERMINAL_BYTES.labels("in")
-TERMINAL_BYTES_OUT = TERMINAL_BYTES.labels("out")
+
+
+class TerminalBytes(Collector):
+    """Terminal bytes by direction (in: typed, out: produced), as plain integers.
+
+    Counted on every PTY read and every keystroke, where a prometheus Counter's lock cost 1 µs
+    per increment (measured). The event loop is the only writer, so no lock is needed."""
+
+    def __init__(self) -> None:
+        self.typed = 0
+        self.produced = 0
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "vm_agent_terminal_bytes", "Terminal bytes by direction (in: typed, out: produced).", labels=["direction"]
+        )
+        family.add_metric(["in"], self.typed)
+        family.add_metric(["out"], self.produced)
+        yield family
+
+
+TERMINAL_BYTES = TerminalBytes()
+REGISTRY.register(TERMINAL_BYTES)
 AGENT_MESSAGES = Counter(
     "vm_agent_agent_messages_total", "Messages appended to agent session histories.", registry=REGISTRY
 )

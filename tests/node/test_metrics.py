@@ -47,6 +47,34 @@ async def test_metrics_count_requests_and_auth_failures_by_reason(daemon):
     assert "vm_agent_sessions" in after
 
 
+async def test_metrics_count_terminal_bytes_both_ways(make_daemon, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))  # a login shell without the machine's own profile
+    daemon = await make_daemon(DEFAULT_SHELL="/bin/bash", HOST_WORKSPACE_DIR=str(home))
+    before = await scrape(daemon)
+    async with daemon.client() as http:
+        url = f"{daemon.ws_url}/terminal/ws/multi"
+        async with http.ws_connect(url, params={"token": daemon.token()}) as ws:
+            await ws.send_json({"type": "create_session", "data": {"sessionId": "m"}})
+            typed = "printf '%s%s' 12345 67890\r"
+            await ws.send_json({"type": "input", "sessionId": "m", "data": {"data": typed}})
+            seen = ""
+            while "1234567890" not in seen:
+                message = await ws.receive_json(timeout=15)
+                if message["type"] == "output":
+                    seen += message["data"]["data"]
+    after = await scrape(daemon)
+    name = "vm_agent_terminal_bytes"
+    grew = {
+        direction: sample(after, name, f"{name}_total", direction=direction)
+        - sample(before, name, f"{name}_total", direction=direction)
+        for direction in ("in", "out")
+    }
+    assert grew["in"] == len(typed)
+    assert grew["out"] >= len(seen.encode())
+
+
 async def test_metrics_need_management_auth(daemon):
     async with daemon.client() as http:
         async with http.get(f"{daemon.url}/metrics") as response:

@@ -61,12 +61,11 @@ class MultiConnection(TerminalConnection):
                 protocol.encode("session_renamed", {"sessionId": session.id, "name": session.name}, session.id)
             )
 
-    def input_target(self, message: ClientMessage) -> TerminalSession | None:
-        target = message.data.get("sessionId", message.session_id)
-        if not isinstance(target, str) or target in self._creating:
+    def input_target(self, session_id: object) -> TerminalSession | None:
+        if type(session_id) is not str or not session_id or session_id in self._creating:
             return None  # unnamed, or its create has not finished: the normal way waits for it
         try:
-            return self._session(target)
+            return self._session(session_id)
         except ApiError:
             return None
 
@@ -170,7 +169,7 @@ class SingleConnection(TerminalConnection):
         finally:
             self.follow(self.session, viewer)
 
-    def input_target(self, message: ClientMessage) -> TerminalSession | None:
+    def input_target(self, session_id: object) -> TerminalSession | None:
         return self.session
 
     async def handle(self, message: ClientMessage) -> None:

@@ -14,6 +14,7 @@ boundary, so every viewer decodes consistently whatever its start.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 from vm_agent.streams import ByteCursor, ByteLog
@@ -165,7 +166,7 @@ class Viewer:
         return (
             _STREAMING_BYTES <= waiting < FRAME_BYTES
             and not log.closed
-            and asyncio.get_running_loop().time() - self._last_chunk_at < _STREAMING_WINDOW
+            and time.monotonic() - self._last_chunk_at < _STREAMING_WINDOW
         )
 
     def _take(self) -> Chunk | None:
@@ -188,7 +189,7 @@ class Viewer:
         cursor.position = piece.offset + keep
         if not keep and not gap:
             return None
-        self._last_chunk_at = asyncio.get_running_loop().time()
+        self._last_chunk_at = time.monotonic()
         text = data[:keep].decode("utf-8", "replace") if keep else ""
         return Chunk(prefix + text, piece.offset, cursor.position, gap)
 

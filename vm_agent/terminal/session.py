@@ -90,7 +90,7 @@ class TerminalSession:
     def _output(self, data: bytes) -> None:
         self.last_activity_at = self._clock()
         self.output.append(data)
-        metrics.TERMINAL_BYTES_OUT.inc(len(data))
+        metrics.TERMINAL_BYTES.produced += len(data)
 
     def _exited(self, code: int) -> None:
         """The program ended (by itself or because we closed it): flush and end the stream."""
@@ -123,7 +123,7 @@ class TerminalSession:
         if self._pty is not None and self.running:
             self.last_activity_at = self._clock()
             encoded = data.encode("utf-8", "replace")
-            metrics.TERMINAL_BYTES_IN.inc(len(encoded))
+            metrics.TERMINAL_BYTES.typed += len(encoded)
             try:
                 self._pty.write(encoded)
             except InputOverflow as exc:
