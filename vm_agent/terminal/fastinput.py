@@ -14,6 +14,12 @@ control frames, close).
 A frame is only offered when it is whole, small, masked, final, unfragmented and has no
 reserved bits; the connection takes it only when nothing it was forwarded earlier is still
 waiting to be handled. Anything else, or any doubt, means forwarding.
+
+It is installed as the terminal request is handled, before the token check, so it reads the
+stream from a frame boundary. A client that sent frames before the server's handshake answer,
+which RFC 6455 forbids, may have some already in aiohttp's hands; then the split may be out of
+step for that connection alone. Its bytes still all reach aiohttp unless they happen to parse
+as a keystroke frame of its own, and then aiohttp most likely closes it as malformed.
 """
 
 from __future__ import annotations
@@ -23,7 +29,6 @@ from collections.abc import Callable
 
 # Larger frames (pastes) are streamed to aiohttp as they arrive instead of being held here.
 MAX_FAST_PAYLOAD = 4096
-_OP_CONTINUATION, _OP_TEXT, _OP_BINARY = 0x0, 0x1, 0x2
 
 Accept = Callable[[bytes], bool]  # a text message's payload -> True if it was acted on
 

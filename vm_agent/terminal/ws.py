@@ -29,22 +29,24 @@ KINDS = frozenset({"user", "management"})
 
 
 async def _open(request: web.Request) -> tuple[web.WebSocketResponse, Principal, str, InputFastPath | None]:
-    settings = request.app[appkeys.SETTINGS]
-    requested = request.query.get("workspace") or None
-    principal = await authenticate(request, kinds=KINDS, workspace=requested)
-    workspace_id = principal.workspace_id or requested or settings.workspace_id or HOST_WORKSPACE
-    if not principal.may_access_workspace(workspace_id):
-        raise Forbidden("the token does not grant access to this workspace")
-    await request.app[appkeys.WORKSPACES].placement(workspace_id)  # 404/409 before the upgrade
-    ws = web.WebSocketResponse(
-        max_msg_size=settings.terminal_ws_max_message_bytes,
-        compress=False,  # terminal output is sent as fast as it comes; deflate would cap that
-        autoping=False,  # the connection answers pings and notes pongs itself (its liveness clock)
-    )
-    set_login_cookies(request, ws)
-    # In front of aiohttp before the handshake, so it sees every byte after the upgrade request.
-    fast_input = InputFastPath.install(request.transport) if ws.can_prepare(request).ok else None
+    # The keystroke fast path goes in front of aiohttp first thing, so that it sees every byte
+    # the client sends after its upgrade request (the handshake awaits the token check).
+    upgrading = request.headers.get("Upgrade", "").lower() == "websocket"
+    fast_input = InputFastPath.install(request.transport) if upgrading else None
     try:
+        settings = request.app[appkeys.SETTINGS]
+        requested = request.query.get("workspace") or None
+        principal = await authenticate(request, kinds=KINDS, workspace=requested)
+        workspace_id = principal.workspace_id or requested or settings.workspace_id or HOST_WORKSPACE
+        if not principal.may_access_workspace(workspace_id):
+            raise Forbidden("the token does not grant access to this workspace")
+        await request.app[appkeys.WORKSPACES].placement(workspace_id)  # 404/409 before the upgrade
+        ws = web.WebSocketResponse(
+            max_msg_size=settings.terminal_ws_max_message_bytes,
+            compress=False,  # terminal output is sent as fast as it comes; deflate would cap that
+            autoping=False,  # the connection answers pings and notes pongs itself (its liveness clock)
+        )
+        set_login_cookies(request, ws)
         await ws.prepare(request)
     except BaseException:
         if fast_input is not None:
