@@ -407,6 +407,16 @@ TERMINADO_SERVER = textwrap.dedent(
 )
 
 
+async def start_server(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
+    """A peer server (`python *args`), once it has printed its ready line."""
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
+    assert server.stdout is not None
+    await server.stdout.readline()
+    return server
+
+
 async def wait_ready(http: aiohttp.ClientSession, url: str) -> None:
     async with asyncio.timeout(30):
         while True:
@@ -522,7 +532,7 @@ async def main(quick: bool, only: set[str], peer_names: set[str]) -> None:
 
         key = DevKey.load_or_create(tmp / "key")
         jwks_runner, jwks_url = await serve_jwks(key)
-        agent_port, tornado_port = free_port(), free_port()
+        agent_port = free_port()
         state = tmp / "state"
         env = {
             "PATH": os.environ["PATH"],
@@ -551,33 +561,11 @@ async def main(quick: bool, only: set[str], peer_names: set[str]) -> None:
         try:
             await wait_ready(http, f"https://127.0.0.1:{agent_port}/health")
             cert, cert_key = state / "tls" / "cert.pem", state / "tls" / "key.pem"
-            tornado = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-c",
-                TERMINADO_SERVER,
-                str(tornado_port),
-                str(cert),
-                str(cert_key),
-                SHELL,
-                env=env,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL,
-            )
-            assert tornado.stdout is not None
-            await tornado.stdout.readline()
-            floor_port = free_port()
-            floor = await asyncio.create_subprocess_exec(
-                sys.executable,
-                str(Path(__file__).with_name("floor_relay.py")),
-                str(floor_port),
-                str(cert),
-                str(cert_key),
-                SHELL,
-                env=env,
-                stdout=asyncio.subprocess.PIPE,
-            )
-            assert floor.stdout is not None
-            await floor.stdout.readline()
+            tls_and_shell = (str(cert), str(cert_key), SHELL)
+            tornado_port, floor_port = free_port(), free_port()
+            tornado = await start_server(env, "-c", TERMINADO_SERVER, str(tornado_port), *tls_and_shell)
+            floor_script = str(Path(__file__).with_name("floor_relay.py"))
+            floor = await start_server(env, floor_script, str(floor_port), *tls_and_shell)
             vm = VmAgent(http, agent_port, key.mint(kind="user", workspace="host", user="bench"))
             vm.pid = agent.pid
             td = Terminado(http, tornado_port)
