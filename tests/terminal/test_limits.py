@@ -39,6 +39,9 @@ async def test_malformed_and_unknown_messages_get_errors_and_the_socket_stays_up
     assert (await client.expect("error"))["data"]["error"] == "invalid_message"
     await client.send("input", {"data": 7}, "ok")
     assert (await client.expect("error"))["data"]["error"] == "invalid_message"
+    # a keystroke with a malformed top-level sessionId is refused even when data names the session
+    await client.ws.send_str(json.dumps({"type": "input", "sessionId": 5, "data": {"sessionId": "ok", "data": "x"}}))
+    assert (await client.expect("error"))["data"]["error"] == "invalid_message"
     await client.send("resize", {"rows": "many", "cols": None}, "ok")  # falls back to 24x80
     cmd, want = marker("still-fine")
     await client.type("ok", cmd)

@@ -187,6 +187,8 @@ class TerminalConnection(abc.ABC):
         body = message.get("data") if type(message) is dict and message.get("type") == "input" else None
         if type(body) is not dict or type(text := body.get("data")) is not str:
             return False
+        if type(message.get("sessionId", "")) is not str:
+            return False
         session = self.input_target(body.get("sessionId", message.get("sessionId")))
         if session is None or not self._bucket.take():
             return False
