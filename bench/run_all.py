@@ -48,7 +48,7 @@ TARGETS = [
     Target("agents_latency", "latency added per prompt (real pi)", "<= 2 ms", r"added by the gateway"),
     Target("workspaces", "POST /workspaces -> running vs docker run", "<= peer x 1.10 + 100 ms", r"ratio"),
     Target("workspaces", "daemon memory per workspace", "(reported)", r"daemon memory"),
-    Target("startup", "start-up to healthy", "(reported)", r"start-up"),
+    Target("startup", "start-up to /health answer", "(reported)", r"start-up"),
     Target("startup", "idle RSS", "(reported)", r"idle RSS"),
 ]
 

@@ -1,4 +1,4 @@
-"""Start-up time to healthy and idle RSS of `vm-agent serve`, over several cold starts.
+"""Start-up time to a /health answer and idle RSS of `vm-agent serve`, over several cold starts.
 
 Prints a table; no assertions. Run: .venv/bin/python bench/startup.py [--runs N]
 """
@@ -22,7 +22,7 @@ from terminal import free_port, rss_bytes  # bench/ is this script's directory o
 from vm_agent.devkeys import DEV_ISSUER, DevKey, serve_jwks
 
 
-async def one_start(key: DevKey, jwks_url: str, state: Path) -> tuple[float, int]:
+async def one_start(key: DevKey, jwks_url: str, state: Path) -> tuple[float, int, str]:
     port = free_port()
     env = {
         "PATH": os.environ["PATH"], "HOME": str(state), "VM_AGENT_STATE_DIR": str(state),
@@ -33,12 +33,13 @@ async def one_start(key: DevKey, jwks_url: str, state: Path) -> tuple[float, int
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "vm_agent", "serve", env=env, stderr=asyncio.subprocess.DEVNULL
     )
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as http:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as http, asyncio.timeout(60):
         while True:
             try:
                 async with http.get(f"https://127.0.0.1:{port}/health") as response:
-                    if (await response.json())["status"] == "healthy":
-                        break
+                    # "degraded" counts: the daemon serves; only a check failed (no Docker here)
+                    status = (await response.json())["status"]
+                    break
             except aiohttp.ClientConnectionError:
                 await asyncio.sleep(0.005)
     elapsed = time.perf_counter() - started
@@ -46,7 +47,7 @@ async def one_start(key: DevKey, jwks_url: str, state: Path) -> tuple[float, int
     rss = rss_bytes(process.pid)
     process.terminate()
     await process.wait()
-    return elapsed, rss
+    return elapsed, rss, status
 
 
 async def main(runs: int) -> None:
@@ -56,11 +57,13 @@ async def main(runs: int) -> None:
         state = Path(tmp) / "state"
         results = [await one_start(key, url, state) for _ in range(runs)]
         await runner.cleanup()
-    times = sorted(t for t, _ in results)
-    rss = sorted(r for _, r in results)
+    times = sorted(t for t, _, _ in results)
+    rss = sorted(r for _, r, _ in results)
+    statuses = sorted({s for _, _, s in results})
     print(f"{'metric':<34}{'median':>12}{'min':>12}{'max':>12}")
-    print(f"{'start-up to healthy (ms)':<34}{statistics.median(times) * 1000:>12.0f}"
+    print(f"{'start-up to /health answer (ms)':<34}{statistics.median(times) * 1000:>12.0f}"
           f"{times[0] * 1000:>12.0f}{times[-1] * 1000:>12.0f}")
+    print(f"/health status at start-up: {', '.join(statuses)}")
     print(f"{'idle RSS (MiB)':<34}{statistics.median(rss) / 2**20:>12.1f}"
           f"{rss[0] / 2**20:>12.1f}{rss[-1] / 2**20:>12.1f}")
 
