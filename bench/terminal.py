@@ -7,6 +7,7 @@ shell (/bin/sh, empty HOME) to the same client code in this process. The raw PTY
 same command read straight from a PTY by a minimal reader: the ceiling. The asyncio floor
 (bench/floor_relay.py) is the least a Python relay can do, measured for echo and throughput:
 what vm-agent costs beyond it is the price of its features. Prints a table; no assertions.
+The "stolen by the hypervisor" rows tell a calm run (near 0%) from one a noisy neighbour slowed.
 `--quick` uses ~20 MB instead of ~90 MB and skips the 1,000-session row.
 BENCH_PROFILE=/tmp/terminal.prof runs vm-agent under cProfile (written when it stops).
 """
@@ -59,6 +60,24 @@ def cpu_seconds(pid: int) -> float:
         except (FileNotFoundError, ProcessLookupError):
             continue
     return total / 1e9
+
+
+def host_cpu_ticks() -> tuple[int, int]:
+    """(ticks stolen by the hypervisor, all ticks) summed over the host's CPUs, from /proc/stat."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+class StealMeter:
+    """Share of CPU time the hypervisor took from this VM while a measurement ran: a noisy
+    neighbour shows here, and its rows are not comparable with a calm run's."""
+
+    def __init__(self) -> None:
+        self._steal, self._total = host_cpu_ticks()
+
+    def percent(self) -> float:
+        steal, total = host_cpu_ticks()
+        return 100 * (steal - self._steal) / max(total - self._total, 1)
 
 
 def rss_bytes(pid: int) -> int:
@@ -631,6 +650,7 @@ async def _throughputs(
 ) -> None:
     """Each run sits between two raw PTY runs of the same command, and its ratio is taken
     against their mean: on a shared machine the ceiling itself moves from minute to minute."""
+    steal = StealMeter()
     for row, (command, size) in (("text lines", lines), ("one long line", one)):
         before, _ = await asyncio.to_thread(raw_pty_rate, command, tmp)
         cpu = cpu_seconds(peer.pid)
@@ -641,14 +661,17 @@ async def _throughputs(
         ceiling = (before + after) / 2
         rows.setdefault(f"throughput, {row} (MB/s)", {})[peer.name] = f"{rate / MB:.1f} ({rate / ceiling:.0%} of raw)"
         rows.setdefault(f"  server CPU per MB, {row} (ms)", {})[peer.name] = f"{cpu * 1000 / (size / MB):.1f}"
+    rows.setdefault("  host CPU stolen by the hypervisor, throughput (%)", {})[peer.name] = f"{steal.percent():.1f}"
 
 
 async def _echo(rows: dict, peer: Peer, keys: int) -> None:
+    steal = StealMeter()
     p50, p99, cpu = await asyncio.to_thread(echo_latency, peer, keys)
     rows.setdefault(f"echo latency p50 / p99 over {keys} keys (us)", {})[peer.name] = (
         f"{p50 * 1e6:.0f} / {p99 * 1e6:.0f}"
     )
     rows.setdefault("  server CPU per key (us)", {})[peer.name] = f"{cpu * 1e6:.0f}"
+    rows.setdefault("  host CPU stolen by the hypervisor, echo (%)", {})[peer.name] = f"{steal.percent():.1f}"
 
 
 async def _open(rows: dict, peer: Peer, count: int) -> None:
