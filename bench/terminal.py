@@ -675,9 +675,12 @@ async def _echo(rows: dict, peer: Peer, keys: int) -> None:
 
 
 async def _open(rows: dict, peer: Peer, count: int) -> None:
+    steal = StealMeter()
     seconds, per_session, cpu = await open_sessions(peer, count)
     rows.setdefault(f"open {count:,} sessions (s)", {})[peer.name] = f"{seconds:.2f}"
     rows.setdefault(f"  server CPU per session opened, {count:,} (ms)", {})[peer.name] = f"{cpu * 1000:.2f}"
+    stolen = f"{steal.percent():.1f}"
+    rows.setdefault(f"  host CPU stolen by the hypervisor, open {count:,} (%)", {})[peer.name] = stolen
     if count == 200:
         rows.setdefault("daemon RSS per idle session (KB)", {})[peer.name] = f"{per_session / 1000:.1f}"
 
