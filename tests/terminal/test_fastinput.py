@@ -1,11 +1,14 @@
 """The keystroke fast path's frame splitting: whatever it does not consume reaches aiohttp byte
-for byte and in order, however the stream is cut into reads."""
+for byte and in order, however the stream is cut into reads. And the flow-control relay the
+terminal connection's own frame writes wait on."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import struct
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,9 +37,19 @@ class Handler:
 
     def __init__(self) -> None:
         self.received = bytearray()
+        self.calls: list[str] = []
 
     def data_received(self, data: bytes) -> None:
         self.received += data
+
+    def pause_writing(self) -> None:
+        self.calls.append("pause")
+
+    def resume_writing(self) -> None:
+        self.calls.append("resume")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.calls.append("lost")
 
 
 class Transport:
@@ -118,3 +131,36 @@ def test_nothing_is_offered_before_start_or_after_stop() -> None:
     assert bytes(handler.received) == key + key
     fast.uninstall()
     assert transport.protocol is handler
+
+
+async def test_writers_wait_while_the_transport_is_paused_and_aiohttp_still_hears_of_it() -> None:
+    handler = Handler()
+    fast = InputFastPath.install(Transport(handler))  # type: ignore[arg-type]
+    assert fast is not None
+    await fast.writable()  # not paused: returns at once
+    fast.pause_writing()
+    first = asyncio.ensure_future(fast.writable())
+    second = asyncio.ensure_future(fast.writable())
+    await asyncio.sleep(0)
+    assert not first.done() and not second.done()
+    first.cancel()  # one writer giving up does not release or break the other
+    await asyncio.sleep(0)
+    assert first.cancelled() and not second.done()
+    fast.resume_writing()
+    await second
+    assert handler.calls == ["pause", "resume"]
+
+
+async def test_a_lost_connection_releases_waiting_writers_with_an_error() -> None:
+    handler = Handler()
+    fast = InputFastPath.install(Transport(handler))  # type: ignore[arg-type]
+    assert fast is not None
+    fast.pause_writing()
+    waiting = asyncio.ensure_future(fast.writable())
+    await asyncio.sleep(0)
+    fast.connection_lost(None)
+    with pytest.raises(ConnectionResetError):
+        await waiting
+    with pytest.raises(ConnectionResetError):
+        await fast.writable()
+    assert handler.calls == ["pause", "lost"]

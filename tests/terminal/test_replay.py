@@ -9,6 +9,7 @@ import pytest
 
 from tests.terminal.conftest import raw_client, terminal_env, until, ws_frame
 from vm_agent import appkeys
+from vm_agent.terminal.ws import TERMINAL_SOCKETS
 
 SMALL_LOG = "65536"
 
@@ -112,6 +113,10 @@ async def test_a_socket_that_stops_reading_holds_back_neither_program_nor_others
     text = await watcher.until_output("flood", "\nEND", timeout=60)  # the live watcher got it all
     assert text.count("A" * 100) >= 59000
     assert "gap" not in str([m["data"].keys() for m in watcher.messages if m["type"] == "output"])
+    # The daemon stopped writing to the stalled socket once its buffer was full, instead of
+    # queueing the whole flood for it.
+    backlogs = [connection.write_backlog for connection in term_daemon.app[TERMINAL_SOCKETS]]
+    assert len(backlogs) == 2 and max(backlogs) < 1024 * 1024, backlogs
     stalled.close()
 
 

@@ -205,11 +205,24 @@ class TerminalConnection(abc.ABC):
 
     # ------------------------------------------------------------------ sending
     async def send(self, payload: bytes) -> None:
-        """Send one encoded server message (UTF-8 JSON) as a text frame."""
+        """Send one encoded server message (UTF-8 JSON) as a text frame, waiting while the
+        socket's buffer is full.
+
+        The frame goes out in one transport write: aiohttp writes a frame over 16 KiB as two
+        (header, then payload), which over TLS is two records and two `send` calls, for every
+        64 KiB of a flood. The fast path's protocol relays the transport's pause and resume,
+        so the wait is the one aiohttp would make."""
         serial = self._send_serial = self._send_serial + 1
         self._sending[serial] = self._loop.time()
         try:
-            await self.ws.send_frame(payload, WSMsgType.TEXT)
+            transport, fast_input = self._transport, self._fast_input
+            if transport is None or fast_input is None:
+                await self.ws.send_frame(payload, WSMsgType.TEXT)
+            else:
+                if self.ws.closed or transport.is_closing():
+                    raise ConnectionResetError("socket closed")
+                transport.write(text_frame(payload))
+                await fast_input.writable()
         except (ConnectionError, RuntimeError):
             raise ConnectionGone from None
         finally:
@@ -226,6 +239,12 @@ class TerminalConnection(abc.ABC):
             and not transport.is_closing()
             and transport.get_write_buffer_size() < _WRITE_NOW_LIMIT
         )
+
+    @property
+    def write_backlog(self) -> int:
+        """Bytes written but not yet taken by the peer's socket: what a slow client costs."""
+        transport = self._transport
+        return transport.get_write_buffer_size() if transport is not None else 0
 
     def write_now(self, payload: bytes) -> None:
         """Write one encoded message as a text frame, without waiting (see `can_write_now`)."""

@@ -11,6 +11,9 @@ byte for byte. aiohttp never sees the frames that were consumed, and sees everyt
 exactly as the client sent it, so it still enforces the protocol (masking, sizes, UTF-8,
 control frames, close).
 
+It also relays the transport's flow-control signals (`writable`), so the terminal connection
+can write its own whole frames and still wait for a full socket buffer as aiohttp would.
+
 A frame is only offered when it is whole, small, masked, final, unfragmented and has no
 reserved bits; the connection takes it only when nothing it was forwarded earlier is still
 waiting to be handled. Anything else, or any doubt, means forwarding.
@@ -45,6 +48,9 @@ class InputFastPath(asyncio.Protocol):
         self._stream_left = 0  # bytes of a large frame still to pass on as they come
         self._in_fragmented_message = False
         self.forwarded_messages = 0  # complete data messages passed on to aiohttp
+        self._writing_paused = False
+        self._lost = False
+        self._write_waiters: list[asyncio.Future[None]] = []
 
     @classmethod
     def install(cls, transport: asyncio.BaseTransport | None) -> InputFastPath | None:
@@ -79,13 +85,44 @@ class InputFastPath(asyncio.Protocol):
         return self._handler.eof_received()  # type: ignore[attr-defined]
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._wake_writers(exc or ConnectionResetError("connection lost"))
         self._handler.connection_lost(exc)
 
     def pause_writing(self) -> None:
+        self._writing_paused = True
         self._handler.pause_writing()
 
     def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._wake_writers(None)
         self._handler.resume_writing()
+
+    # ------------------------------------------------------------------ flow control
+    async def writable(self) -> None:
+        """Return once the transport takes writes again (its buffer drained below the low-water
+        mark); at once if it is not paused. Raises ConnectionResetError if the connection is
+        gone, so a waiting writer is never left hanging."""
+        if self._lost:
+            raise ConnectionResetError("connection lost")
+        if not self._writing_paused:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._write_waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if waiter in self._write_waiters:
+                self._write_waiters.remove(waiter)
+
+    def _wake_writers(self, exc: BaseException | None) -> None:
+        waiters, self._write_waiters = self._write_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                if exc is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(exc)
 
     # ------------------------------------------------------------------ frames
     def _split(self, data: bytes) -> bytes:

@@ -24,7 +24,7 @@ from vm_agent.terminal.protocol import DEFAULT_COLS, DEFAULT_ROWS
 from vm_agent.terminal.pty import clamp_dimension
 from vm_agent.workspaces.placement import HOST_WORKSPACE, Placement
 
-_SOCKETS: web.AppKey[set[TerminalConnection]] = web.AppKey("terminal_sockets", set)
+TERMINAL_SOCKETS: web.AppKey[set[TerminalConnection]] = web.AppKey("terminal_sockets", set)
 KINDS = frozenset({"user", "management"})
 
 
@@ -56,7 +56,7 @@ async def _open(request: web.Request) -> tuple[web.WebSocketResponse, Principal,
 
 
 async def _serve(request: web.Request, connection: TerminalConnection) -> web.WebSocketResponse:
-    sockets = request.app[_SOCKETS]
+    sockets = request.app[TERMINAL_SOCKETS]
     sockets.add(connection)
     try:
         await connection.run()
@@ -95,7 +95,7 @@ async def _close_sockets(app: web.Application) -> None:
     manager = app.get(appkeys.TERMINALS)
     if manager is not None:
         manager.pause_output()
-    connections = list(app[_SOCKETS])
+    connections = list(app[TERMINAL_SOCKETS])
 
     async def close(connection: TerminalConnection) -> None:
         with contextlib.suppress(Exception):
@@ -125,7 +125,7 @@ async def _terminals_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def setup(app: web.Application) -> None:
     """Register the terminal routes and the manager's lifecycle on `app`."""
-    app[_SOCKETS] = set()
+    app[TERMINAL_SOCKETS] = set()
     app.router.add_get("/terminal/ws/multi", multi_handler)
     app.router.add_get("/terminal/ws", single_handler)
     app.on_shutdown.append(_close_sockets)
