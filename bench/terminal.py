@@ -7,7 +7,7 @@ shell (/bin/sh, empty HOME) to the same client code in this process. The raw PTY
 same command read straight from a PTY by a minimal reader: the ceiling. The asyncio floor
 (bench/floor_relay.py) is the least a Python relay can do, measured for echo and throughput:
 what vm-agent costs beyond it is the price of its features. Prints a table; no assertions.
-The "stolen by the hypervisor" rows tell a calm run (near 0%) from one a noisy neighbour slowed.
+The "CPU stolen by hypervisor" rows tell a calm run (near 0%) from one a noisy neighbour slowed.
 `--quick` uses ~20 MB instead of ~90 MB and skips the 1,000-session row.
 BENCH_PROFILE=/tmp/terminal.prof runs vm-agent under cProfile (written when it stops).
 """
@@ -661,7 +661,7 @@ async def _throughputs(
         ceiling = (before + after) / 2
         rows.setdefault(f"throughput, {row} (MB/s)", {})[peer.name] = f"{rate / MB:.1f} ({rate / ceiling:.0%} of raw)"
         rows.setdefault(f"  server CPU per MB, {row} (ms)", {})[peer.name] = f"{cpu * 1000 / (size / MB):.1f}"
-    rows.setdefault("  host CPU stolen by the hypervisor, throughput (%)", {})[peer.name] = f"{steal.percent():.1f}"
+    rows.setdefault("  CPU stolen by hypervisor, throughput (%)", {})[peer.name] = f"{steal.percent():.1f}"
 
 
 async def _echo(rows: dict, peer: Peer, keys: int) -> None:
@@ -671,7 +671,7 @@ async def _echo(rows: dict, peer: Peer, keys: int) -> None:
         f"{p50 * 1e6:.0f} / {p99 * 1e6:.0f}"
     )
     rows.setdefault("  server CPU per key (us)", {})[peer.name] = f"{cpu * 1e6:.0f}"
-    rows.setdefault("  host CPU stolen by the hypervisor, echo (%)", {})[peer.name] = f"{steal.percent():.1f}"
+    rows.setdefault("  CPU stolen by hypervisor, echo (%)", {})[peer.name] = f"{steal.percent():.1f}"
 
 
 async def _open(rows: dict, peer: Peer, count: int) -> None:
@@ -680,7 +680,7 @@ async def _open(rows: dict, peer: Peer, count: int) -> None:
     rows.setdefault(f"open {count:,} sessions (s)", {})[peer.name] = f"{seconds:.2f}"
     rows.setdefault(f"  server CPU per session opened, {count:,} (ms)", {})[peer.name] = f"{cpu * 1000:.2f}"
     stolen = f"{steal.percent():.1f}"
-    rows.setdefault(f"  host CPU stolen by the hypervisor, open {count:,} (%)", {})[peer.name] = stolen
+    rows.setdefault(f"  CPU stolen by hypervisor, open {count:,} (%)", {})[peer.name] = stolen
     if count == 200:
         rows.setdefault("daemon RSS per idle session (KB)", {})[peer.name] = f"{per_session / 1000:.1f}"
 
