@@ -37,7 +37,8 @@ Accept = Callable[[bytes], bool]  # a text message's payload -> True if it was a
 
 
 class InputFastPath(asyncio.Protocol):
-    """One terminal socket's incoming frames, split between the fast path and aiohttp."""
+    """One terminal socket's incoming frames, split between the fast path and aiohttp; and
+    the transport's pause and resume, relayed to aiohttp and to the connection's writers."""
 
     def __init__(self, transport: asyncio.BaseTransport, handler: asyncio.BaseProtocol) -> None:
         self._transport = transport
