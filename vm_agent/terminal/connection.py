@@ -221,7 +221,7 @@ class TerminalConnection(abc.ABC):
             else:
                 if self.ws.closed or transport.is_closing():
                     raise ConnectionResetError("socket closed")
-                transport.write(text_frame(payload))
+                self.write_now(payload)
                 await fast_input.writable()
         except (ConnectionError, RuntimeError):
             raise ConnectionGone from None
