@@ -4,7 +4,8 @@
 
 Every server runs as its own process, over TLS with the same certificate, serving the same
 shell (/bin/sh, empty HOME) to the same client code in this process. The raw PTY figure is the
-same command read straight from a PTY by a minimal reader: the ceiling. The asyncio floor
+same command read straight from a PTY by a minimal reader: the ceiling; for opening sessions,
+the same login shells started on PTYs by a plain loop (bench/raw_pty.py). The asyncio floor
 (bench/floor_relay.py) is the least a Python relay can do, measured for echo and throughput:
 what vm-agent costs beyond it is the price of its features. Prints a table; no assertions.
 The "CPU stolen by hypervisor" rows tell a calm run (near 0%) from one a noisy neighbour slowed.
@@ -31,10 +32,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
-import ptyprocess
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.lean_ws import LeanSocket
+from bench.raw_pty import raw_pty_rate, raw_spawn_seconds
 from vm_agent.devkeys import DEV_ISSUER, DevKey, serve_jwks
 
 SHELL = "/bin/sh"
@@ -85,25 +86,6 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
-
-
-# ---------------------------------------------------------------------- raw PTY ceiling
-def raw_pty_rate(command: str, cwd: Path) -> tuple[float, int]:
-    """Bytes/s of `command`'s output read straight from a PTY with 64 KiB reads, and its size."""
-    started = time.perf_counter()
-    proc = ptyprocess.PtyProcess.spawn([SHELL, "-c", command], cwd=str(cwd), dimensions=(24, 80))
-    total = 0
-    while True:
-        try:
-            chunk = os.read(proc.fd, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        total += len(chunk)
-    elapsed = time.perf_counter() - started
-    proc.close(force=True)
-    return total / elapsed, total
 
 
 # ---------------------------------------------------------------------- clients
@@ -611,8 +593,10 @@ async def measure(
     rows: dict[str, dict[str, str]] = {}
     lines_cmd, one_cmd = f"base64 -w 100 {data}", f"base64 -w 0 {data}"
     raw_rates: dict[str, list[float]] = {"text lines": [], "one long line": []}
-    _, lines_size = await asyncio.to_thread(raw_pty_rate, lines_cmd, tmp)
-    _, one_size = await asyncio.to_thread(raw_pty_rate, one_cmd, tmp)
+    floors: dict[int, list[float]] = {200: [], 1000: []}
+    home = tmp / "home"
+    _, lines_size = await asyncio.to_thread(raw_pty_rate, SHELL, lines_cmd, tmp)
+    _, one_size = await asyncio.to_thread(raw_pty_rate, SHELL, one_cmd, tmp)
     for peer in peers:
         lines, one = (lines_cmd, lines_size), (one_cmd, one_size)
         wanted = (only or {"throughput", "echo", "open", "stall", "replay"}) & peer.measures
@@ -622,7 +606,7 @@ async def measure(
             await _guard(rows, peer.name, "echo", _echo(rows, peer, keys))
         if "open" in wanted:
             # Idle RSS before the big-buffer runs, whose memory is being returned meanwhile.
-            await _guard(rows, peer.name, "open 200", _open(rows, peer, 200))
+            await _guard(rows, peer.name, "open 200", _open(rows, peer, 200, home, floors))
             await asyncio.sleep(2)  # let the closed terminals' processes go
         if "stall" in wanted:
             await _guard(rows, peer.name, "stall", _stall(rows, peer, data, tmp))
@@ -630,10 +614,13 @@ async def measure(
             await _guard(rows, peer.name, "replay", _replay(rows, peer, data_1m))
         # Last: closing 1,000 terminals keeps a server busy for a while.
         if "open" in wanted and not quick:
-            await _guard(rows, peer.name, "open 1,000", _open(rows, peer, 1000))
+            await _guard(rows, peer.name, "open 1,000", _open(rows, peer, 1000, home, floors))
     for row, rates in raw_rates.items():
         if rates:
             rows[f"throughput, {row} (MB/s)"]["raw PTY"] = f"{statistics.mean(rates) / MB:.1f}"
+    for count, seconds in floors.items():
+        if seconds:
+            rows[f"open {count:,} sessions (s)"]["raw PTY"] = f"{statistics.mean(seconds):.2f}"
     return rows
 
 
@@ -652,11 +639,11 @@ async def _throughputs(
     against their mean: on a shared machine the ceiling itself moves from minute to minute."""
     steal = StealMeter()
     for row, (command, size) in (("text lines", lines), ("one long line", one)):
-        before, _ = await asyncio.to_thread(raw_pty_rate, command, tmp)
+        before, _ = await asyncio.to_thread(raw_pty_rate, SHELL, command, tmp)
         cpu = cpu_seconds(peer.pid)
         rate = await asyncio.to_thread(throughput, peer, command, size)
         cpu = cpu_seconds(peer.pid) - cpu
-        after, _ = await asyncio.to_thread(raw_pty_rate, command, tmp)
+        after, _ = await asyncio.to_thread(raw_pty_rate, SHELL, command, tmp)
         raw_rates[row] += [before, after]
         ceiling = (before + after) / 2
         rows.setdefault(f"throughput, {row} (MB/s)", {})[peer.name] = f"{rate / MB:.1f} ({rate / ceiling:.0%} of raw)"
@@ -674,10 +661,17 @@ async def _echo(rows: dict, peer: Peer, keys: int) -> None:
     rows.setdefault("  CPU stolen by hypervisor, echo (%)", {})[peer.name] = f"{steal.percent():.1f}"
 
 
-async def _open(rows: dict, peer: Peer, count: int) -> None:
+async def _open(rows: dict, peer: Peer, count: int, home: Path, floors: dict[int, list[float]]) -> None:
+    """Like throughput, the run sits between two runs of its floor (the same shells started by a
+    plain loop) and its ratio is taken against their mean: most of the time is the shells'."""
     steal = StealMeter()
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8", "TERM": "xterm-256color"}
+    before = await asyncio.to_thread(raw_spawn_seconds, SHELL, count, env)
     seconds, per_session, cpu = await open_sessions(peer, count)
-    rows.setdefault(f"open {count:,} sessions (s)", {})[peer.name] = f"{seconds:.2f}"
+    after = await asyncio.to_thread(raw_spawn_seconds, SHELL, count, env)
+    floors[count] += [before, after]
+    floor = (before + after) / 2
+    rows.setdefault(f"open {count:,} sessions (s)", {})[peer.name] = f"{seconds:.2f} ({seconds / floor:.2f}x floor)"
     rows.setdefault(f"  server CPU per session opened, {count:,} (ms)", {})[peer.name] = f"{cpu * 1000:.2f}"
     stolen = f"{steal.percent():.1f}"
     rows.setdefault(f"  CPU stolen by hypervisor, open {count:,} (%)", {})[peer.name] = stolen

@@ -1,0 +1,68 @@
+"""The ceilings of the terminal benchmark: what the kernel does with a PTY when no server is involved.
+
+A server's figures are read against these, measured in the same run beside it, because on a
+shared 2-vCPU machine the ceiling itself moves from minute to minute.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import ptyprocess
+
+
+def raw_pty_rate(shell: str, command: str, cwd: Path) -> tuple[float, int]:
+    """Bytes/s of `command`'s output read straight from a PTY with 64 KiB reads, and its size."""
+    started = time.perf_counter()
+    proc = ptyprocess.PtyProcess.spawn([shell, "-c", command], cwd=str(cwd), dimensions=(24, 80))
+    total = 0
+    while True:
+        try:
+            chunk = os.read(proc.fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        total += len(chunk)
+    elapsed = time.perf_counter() - started
+    proc.close(force=True)
+    return total / elapsed, total
+
+
+def raw_spawn_seconds(shell: str, count: int, env: Mapping[str, str]) -> float:
+    """Seconds a plain loop takes to start `count` login shells, each the session leader of its
+    own PTY (posix_spawn: setsid, then open the PTY by path, which makes it the controlling
+    terminal): the floor under "open N sessions", with no server, protocol or bookkeeping.
+
+    The shells are left to start for a second, as a server's would be, then killed and reaped.
+    """
+    children: list[tuple[int, int]] = []
+    try:
+        started = time.perf_counter()
+        for _ in range(count):
+            master, slave = os.openpty()
+            try:
+                actions = [(os.POSIX_SPAWN_OPEN, 0, os.ttyname(slave), os.O_RDWR, 0),
+                           (os.POSIX_SPAWN_DUP2, 0, 1), (os.POSIX_SPAWN_DUP2, 0, 2)]
+                pid = os.posix_spawn(shell, [shell, "-l"], env, file_actions=actions, setsid=True)
+            except BaseException:
+                os.close(master)
+                raise
+            finally:
+                os.close(slave)
+            children.append((pid, master))
+        elapsed = time.perf_counter() - started
+        time.sleep(1.0)
+    finally:
+        for pid, master in children:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
+            os.close(master)
+    return elapsed
