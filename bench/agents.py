@@ -41,6 +41,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench._procstat import cpu_seconds  # noqa: E402
 
 FAKE = REPO / "tests" / "fakes" / "fake_acp_agent.py"
 CHUNK = re.compile(rb'"agent_message_chunk","content":\{"type":"text","text":"c(\d+) "')
@@ -112,17 +113,10 @@ class Daemon:
         return self.key.mint(kind=kind, workspace="host", node=node, user="bench")
 
     def cpu_seconds(self) -> float:
-        """CPU time the daemon process (all its threads) has used so far, from the scheduler's
-        nanosecond counters (/proc/PID/task/*/schedstat): utime/stime count 10 ms ticks, too coarse
-        for the few milliseconds of one prompt."""
+        """CPU time the daemon (all its threads) has used so far, to the nanosecond: utime and
+        stime count 10 ms ticks, too coarse for the few milliseconds of one prompt."""
         assert self.proc is not None
-        total = 0
-        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
-            try:
-                total += int((task / "schedstat").read_text().split()[0])
-            except (FileNotFoundError, ProcessLookupError):
-                continue  # a thread that just ended
-        return total / 1e9
+        return cpu_seconds(self.proc.pid)
 
     def cpu_split(self) -> tuple[float, float]:
         assert self.proc is not None

@@ -17,8 +17,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from terminal import free_port, rss_bytes  # bench/ is this script's directory on sys.path
-
+from bench._procstat import free_port, rss_bytes
 from vm_agent.devkeys import DEV_ISSUER, DevKey, serve_jwks
 
 

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import os
 import secrets
-import socket
 import statistics
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import docker
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._procstat import free_port, rss_bytes  # noqa: E402
 from tests.images.build import ensure_image  # noqa: E402
 from vm_agent.devkeys import DEV_ISSUER, DevKey, serve_jwks  # noqa: E402
 from vm_agent.workspaces.provision import KEEPALIVE  # noqa: E402
@@ -37,25 +37,12 @@ PREFIX = "bench" + secrets.token_hex(3)
 NODE = "bench-node"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 class Bench:
     def __init__(self, image: str, state: Path) -> None:
         self.image = image
         self.state = state
         self.key = DevKey.load_or_create(state / "key")
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.proc: asyncio.subprocess.Process | None = None
         self.http: aiohttp.ClientSession | None = None
@@ -148,10 +135,10 @@ async def main(rounds: int, count: int) -> int:
             await bench.delete(f"{PREFIX}-ws{i}")
 
         assert bench.proc is not None
-        base_rss = _rss(bench.proc.pid)
+        base_rss = rss_bytes(bench.proc.pid)
         ids = [f"{PREFIX}-mem{i}" for i in range(count)]
         await asyncio.gather(*(bench.create_until_running(ws) for ws in ids))
-        loaded_rss = _rss(bench.proc.pid)
+        loaded_rss = rss_bytes(bench.proc.pid)
         await asyncio.gather(*(bench.delete(ws) for ws in ids))
     finally:
         await bench.stop()

@@ -1,6 +1,6 @@
 """The floor for a Python terminal server: the least an asyncio relay can do, as a benchmark peer.
 
-    python bench/floor_relay.py PORT CERT KEY SHELL     (prints "ready" once listening)
+    python bench/_floor_relay.py PORT CERT KEY SHELL     (prints "ready" once listening)
 
 It accepts a TLS WebSocket, speaks just enough of vm-agent's `/terminal/ws/multi` messages for
 the benchmark's lean client (`create_session`, `input`, `output`), and relays bytes between
