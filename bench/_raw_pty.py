@@ -1,7 +1,8 @@
-"""The ceilings of the terminal benchmark: what the kernel does with a PTY when no server is involved.
+"""The terminal benchmark's references: what PTYs cost with no server involved, the raw output
+rate (a ceiling) and the time to start the shells (a floor).
 
 A server's figures are read against these, measured in the same run beside it, because on a
-shared 2-vCPU machine the ceiling itself moves from minute to minute.
+shared 2-vCPU machine they move from minute to minute.
 """
 
 from __future__ import annotations
