@@ -41,7 +41,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench._procstat import cpu_seconds  # noqa: E402
+from bench._served_daemon import ServedDaemon  # noqa: E402
 
 FAKE = REPO / "tests" / "fakes" / "fake_acp_agent.py"
 CHUNK = re.compile(rb'"agent_message_chunk","content":\{"type":"text","text":"c(\d+) "')
@@ -87,47 +87,15 @@ async def serve(state: Path) -> None:
 
 # --- the client side ------------------------------------------------------------------------------
 
-class Daemon:
+class Daemon(ServedDaemon):
     def __init__(self, state: Path, env: dict[str, str] | None = None) -> None:
-        self.state = state
-        self.env = env
-        self.proc: asyncio.subprocess.Process | None = None
-        self.port = 0
-
-    async def start(self) -> Daemon:
-        self.proc = await asyncio.create_subprocess_exec(sys.executable, __file__, "--serve", str(self.state),
-                                                         env=self.env)
-        async with asyncio.timeout(30):
-            while not (self.state / "port").exists():
-                if self.proc.returncode is not None:
-                    raise RuntimeError("the daemon process exited; see its stderr above")
-                await asyncio.sleep(0.05)
-        self.port = int((self.state / "port").read_text())
-        from vm_agent.devkeys import DevKey
-
-        self.key = DevKey.load_or_create(self.state / "key")
-        return self
-
-    def token(self, kind: str) -> str:
-        node = "bench" if kind == "management" else None
-        return self.key.mint(kind=kind, workspace="host", node=node, user="bench")
-
-    def cpu_seconds(self) -> float:
-        """CPU time the daemon (all its threads) has used so far, to the nanosecond: utime and
-        stime count 10 ms ticks, too coarse for the few milliseconds of one prompt."""
-        assert self.proc is not None
-        return cpu_seconds(self.proc.pid)
+        super().__init__(__file__, state, env)
 
     def cpu_split(self) -> tuple[float, float]:
         assert self.proc is not None
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         tick = os.sysconf("SC_CLK_TCK")
         return int(fields[11]) / tick, int(fields[12]) / tick
-
-    async def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            await self.proc.wait()
 
 
 class RawViewer:

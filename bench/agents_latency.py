@@ -28,6 +28,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench._served_daemon import ServedDaemon  # noqa: E402
 
 
 @dataclass
@@ -67,34 +68,6 @@ async def serve(state: Path) -> None:
         await runner.cleanup()
 
 
-class DaemonProcess:
-    def __init__(self, state: Path) -> None:
-        self.state = state
-        self.proc: asyncio.subprocess.Process | None = None
-        self.port = 0
-
-    async def start(self) -> DaemonProcess:
-        self.proc = await asyncio.create_subprocess_exec(sys.executable, __file__, "--serve", str(self.state))
-        async with asyncio.timeout(30):
-            while not (self.state / "port").exists():
-                if self.proc.returncode is not None:
-                    raise RuntimeError("the daemon process exited; see its stderr above")
-                await asyncio.sleep(0.05)
-        self.port = int((self.state / "port").read_text())
-        from vm_agent.devkeys import DevKey
-
-        self.key = DevKey.load_or_create(self.state / "key")
-        return self
-
-    def token(self) -> str:
-        return self.key.mint(kind="user", workspace="host", node=None, user="bench")
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.terminate()
-            await self.proc.wait()
-
-
 # --- the two peers ------------------------------------------------------------------------------
 
 class DirectPi:
@@ -131,7 +104,7 @@ class DirectPi:
 
 
 class GatewayViewer:
-    def __init__(self, daemon: DaemonProcess) -> None:
+    def __init__(self, daemon: ServedDaemon) -> None:
         self.daemon = daemon
         self.n = 0
 
@@ -185,7 +158,7 @@ async def pi_prompt_latency(prompts: int = 40) -> LatencyResult:
         env = {**os.environ, "HOME": str(home), "PATH": agents.path, "PI_OFFLINE": "1",
                "BENCH_WORKDIR": str(workdir), "BENCH_AGENT_PATH": str(bin_dir)}
         os.environ.update(env)  # the daemon child inherits it; its agents get HOME and PI_* from it
-        daemon = await DaemonProcess(state).start()
+        daemon = await ServedDaemon(__file__, state).start()
         direct = await DirectPi(env, workdir).start()
         viewer = await GatewayViewer(daemon).start()
         try:
