@@ -38,6 +38,8 @@ def raw_spawn_seconds(shell: str, count: int, env: Mapping[str, str]) -> float:
     """Seconds a plain loop takes to start `count` login shells, each the session leader of its
     own PTY (posix_spawn: setsid, then open the PTY by path, which makes it the controlling
     terminal): the floor under "open N sessions", with no server, protocol or bookkeeping.
+    It calls the standard library's posix_spawn, not vm-agent's spawner, so that the floor
+    measures the kernel and the shells and nothing of the code under test.
 
     The shells are left to start for a second, as a server's would be, then killed and reaped.
     """
