@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast lint format bench stress agents docker image-check clean
+.PHONY: run test test-fast lint format bench bench-terminal stress agents docker image-check clean
 
 $(BIN)/python:
 	@bash scripts/bootstrap-python.sh "$(PYTHON)" "$(VENV)"
@@ -54,6 +54,10 @@ stress: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
+
+## bench-terminal: the terminal benchmark at full size, near-target rows run 5 times (median of calm runs)
+bench-terminal: $(STAMP)
+	$(BIN)/python bench/terminal.py --repeat 5
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,6 +1,7 @@
 """Terminal benchmark: vm-agent beside terminado, the asyncio floor and the raw PTY rate, in one run.
 
-    .venv/bin/python bench/terminal.py [--quick] [--only throughput,echo,open,stall,replay] [--peers vm-agent]
+    .venv/bin/python bench/terminal.py [--quick] [--repeat N] [--only throughput,echo,open,stall,replay]
+                                       [--peers vm-agent]
 
 Every server runs as its own process, over TLS with the same certificate, serving the same
 shell (/bin/sh, empty HOME) to the same client code in this process. The raw PTY figure is the
@@ -9,6 +10,9 @@ the same login shells started on PTYs by a plain loop (bench/_raw_pty.py). The a
 (bench/_floor_relay.py) is the least a Python relay can do, measured for echo and throughput:
 what vm-agent costs beyond it is the price of its features. Prints a table; no assertions.
 The "CPU stolen by hypervisor" rows tell a calm run (near 0%) from one a noisy neighbour slowed.
+`--repeat N` runs the throughput and open-200 rows N times, peers taking turns, and shows the
+median of the calm runs with their count and range (bench/_repeats.py): on a shared 2-vCPU VM a
+single run of a row near its target passes or misses depending on the minute.
 `--quick` uses ~20 MB instead of ~90 MB and skips the 1,000-session row.
 BENCH_PROFILE=/tmp/terminal.prof runs vm-agent under cProfile (written when it stops).
 """
@@ -30,6 +34,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._procstat import StealMeter, cpu_seconds, free_port, rss_bytes
 from bench._raw_pty import raw_pty_rate, raw_spawn_seconds
+from bench._repeats import Repeats, Run
 from bench._terminal_peers import (
     TERMINADO_SERVER,
     FloorRelay,
@@ -138,7 +143,7 @@ async def replay(peer: Peer, data_1m: Path) -> tuple[float, int, float | None]:
 
 
 # ---------------------------------------------------------------------- main
-async def main(quick: bool, only: set[str], peer_names: set[str]) -> None:
+async def main(quick: bool, only: set[str], peer_names: set[str], repeat: int) -> None:
     size = 15 * MB if quick else int(67.5 * MB)  # base64 makes it 4/3 larger: ~20 / ~90 MB
     keys = 500 if quick else 2000
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -193,7 +198,7 @@ async def main(quick: bool, only: set[str], peer_names: set[str]) -> None:
             fl = FloorRelay(http, floor_port)
             fl.pid = floor.pid
             peers: list[Peer] = [peer for peer in (td, fl, vm) if not peer_names or peer.name in peer_names]
-            results = await measure(peers, data, size, data_1m, tmp, keys, quick, only)
+            results = await measure(peers, data, size, data_1m, tmp, keys, quick, only, repeat)
             for server in (tornado, floor):
                 server.terminate()
                 await server.wait()
@@ -207,33 +212,47 @@ async def main(quick: bool, only: set[str], peer_names: set[str]) -> None:
 
 async def measure(
     peers: list[Peer], data: Path, data_bytes: int, data_1m: Path, tmp: Path, keys: int, quick: bool,
-    only: set[str],
+    only: set[str], repeat: int,
 ) -> dict:
+    """Throughput and opening 200 sessions, the rows that sit near their targets, run `repeat`
+    times with the peers taking turns; the other rows once per peer."""
     rows: dict[str, dict[str, str]] = {}
+    runs = Repeats()
     lines_cmd, one_cmd = f"base64 -w 100 {data}", f"base64 -w 0 {data}"
     raw_rates: dict[str, list[float]] = {"text lines": [], "one long line": []}
     floors: dict[int, list[float]] = {200: [], 1000: []}
+    idle_rss: dict[str, float] = {}
     home = tmp / "home"
     _, lines_size = await asyncio.to_thread(raw_pty_rate, SHELL, lines_cmd, tmp)
     _, one_size = await asyncio.to_thread(raw_pty_rate, SHELL, one_cmd, tmp)
+    lines, one = (lines_cmd, lines_size), (one_cmd, one_size)
+
+    def wanted(peer: Peer) -> set[str]:
+        return (only or {"throughput", "echo", "open", "stall", "replay"}) & peer.measures
+
+    for _ in range(repeat):
+        for peer in peers:
+            if "throughput" in wanted(peer):
+                await _guard(rows, peer.name, "throughput", _throughputs(runs, peer, lines, one, tmp, raw_rates))
+            if "open" in wanted(peer):
+                # Idle RSS before the big-buffer runs, whose memory is being returned meanwhile.
+                await _guard(rows, peer.name, "open 200", _open(runs, peer, 200, home, floors, idle_rss))
+                await asyncio.sleep(2)  # let the closed terminals' processes go
+    _summarise(rows, runs, repeat)
+    for peer_name, size in idle_rss.items():
+        rows.setdefault("daemon RSS per idle session (KB)", {})[peer_name] = f"{size / 1000:.1f}"
     for peer in peers:
-        lines, one = (lines_cmd, lines_size), (one_cmd, one_size)
-        wanted = (only or {"throughput", "echo", "open", "stall", "replay"}) & peer.measures
-        if "throughput" in wanted:
-            await _guard(rows, peer.name, "throughput", _throughputs(rows, peer, lines, one, tmp, raw_rates))
-        if "echo" in wanted:
+        if "echo" in wanted(peer):
             await _guard(rows, peer.name, "echo", _echo(rows, peer, keys))
-        if "open" in wanted:
-            # Idle RSS before the big-buffer runs, whose memory is being returned meanwhile.
-            await _guard(rows, peer.name, "open 200", _open(rows, peer, 200, home, floors))
-            await asyncio.sleep(2)  # let the closed terminals' processes go
-        if "stall" in wanted:
+        if "stall" in wanted(peer):
             await _guard(rows, peer.name, "stall", _stall(rows, peer, data, tmp))
-        if "replay" in wanted:
+        if "replay" in wanted(peer):
             await _guard(rows, peer.name, "replay", _replay(rows, peer, data_1m))
         # Last: closing 1,000 terminals keeps a server busy for a while.
-        if "open" in wanted and not quick:
-            await _guard(rows, peer.name, "open 1,000", _open(rows, peer, 1000, home, floors))
+        if "open" in wanted(peer) and not quick:
+            thousand = Repeats()
+            await _guard(rows, peer.name, "open 1,000", _open(thousand, peer, 1000, home, floors))
+            _summarise(rows, thousand, 1)
     for row, rates in raw_rates.items():
         if rates:
             rows[f"throughput, {row} (MB/s)"]["raw PTY"] = f"{statistics.mean(rates) / MB:.1f}"
@@ -241,6 +260,27 @@ async def measure(
         if seconds:
             rows[f"open {count:,} sessions (s)"]["raw PTY"] = f"{statistics.mean(seconds):.2f}"
     return rows
+
+
+def _summarise(rows: dict[str, dict[str, str]], runs: Repeats, repeat: int) -> None:
+    """Table cells for the repeated rows: each the median of its calm runs (bench/_repeats.py)."""
+    for row in runs.rows():
+        opening = row.startswith("open")
+        for peer in runs.peers(row):
+            got = runs.summary(row, peer)
+            if opening:
+                figure = f"{got.value:.2f} ({got.ratio:.2f}x floor)"
+                spread = f"{got.low:.2f}-{got.high:.2f}x"
+                cpu_row, cpu = f"  server CPU per session opened, {row.split()[1]} (ms)", f"{got.cpu * 1000:.2f}"
+            else:
+                figure = f"{got.value / MB:.1f} ({got.ratio:.0%} of raw)"
+                spread = f"{got.low:.0%}-{got.high:.0%}"
+                cpu_row, cpu = f"  server CPU per MB, {row} (ms)", f"{got.cpu * 1000:.1f}"
+            rows.setdefault(f"{row} (s)" if opening else f"throughput, {row} (MB/s)", {})[peer] = figure
+            if repeat > 1:
+                rows.setdefault(f"  {row}: calm runs, range", {})[peer] = f"{got.calm} of {got.runs}, {spread}"
+            rows.setdefault(cpu_row, {})[peer] = cpu
+            rows.setdefault(f"  CPU stolen by hypervisor, {row} (%)", {})[peer] = f"{got.steal:.1f}"
 
 
 async def _guard(rows: dict, peer: str, what: str, run: Awaitable[None]) -> None:
@@ -252,22 +292,20 @@ async def _guard(rows: dict, peer: str, what: str, run: Awaitable[None]) -> None
 
 
 async def _throughputs(
-    rows: dict, peer: Peer, lines: tuple[str, int], one: tuple[str, int], tmp: Path, raw_rates: dict[str, list[float]]
+    runs: Repeats, peer: Peer, lines: tuple[str, int], one: tuple[str, int], tmp: Path,
+    raw_rates: dict[str, list[float]],
 ) -> None:
     """Each run sits between two raw PTY runs of the same command, and its ratio is taken
     against their mean: on a shared machine the ceiling itself moves from minute to minute."""
-    steal = StealMeter()
     for row, (command, size) in (("text lines", lines), ("one long line", one)):
+        steal = StealMeter()
         before, _ = await asyncio.to_thread(raw_pty_rate, SHELL, command, tmp)
         cpu = cpu_seconds(peer.pid)
         rate = await asyncio.to_thread(throughput, peer, command, size)
         cpu = cpu_seconds(peer.pid) - cpu
         after, _ = await asyncio.to_thread(raw_pty_rate, SHELL, command, tmp)
         raw_rates[row] += [before, after]
-        ceiling = (before + after) / 2
-        rows.setdefault(f"throughput, {row} (MB/s)", {})[peer.name] = f"{rate / MB:.1f} ({rate / ceiling:.0%} of raw)"
-        rows.setdefault(f"  server CPU per MB, {row} (ms)", {})[peer.name] = f"{cpu * 1000 / (size / MB):.1f}"
-    rows.setdefault("  CPU stolen by hypervisor, throughput (%)", {})[peer.name] = f"{steal.percent():.1f}"
+        runs.add(row, peer.name, Run(rate, rate / ((before + after) / 2), steal.percent(), cpu / (size / MB)))
 
 
 async def _echo(rows: dict, peer: Peer, keys: int) -> None:
@@ -280,22 +318,24 @@ async def _echo(rows: dict, peer: Peer, keys: int) -> None:
     rows.setdefault("  CPU stolen by hypervisor, echo (%)", {})[peer.name] = f"{steal.percent():.1f}"
 
 
-async def _open(rows: dict, peer: Peer, count: int, home: Path, floors: dict[int, list[float]]) -> None:
+async def _open(
+    runs: Repeats, peer: Peer, count: int, home: Path, floors: dict[int, list[float]],
+    idle_rss: dict[str, float] | None = None,
+) -> None:
     """Like throughput, the run sits between two runs of its floor (the same shells started by a
-    plain loop) and its ratio is taken against their mean: most of the time is the shells'."""
+    plain loop) and its ratio is taken against their mean: most of the time is the shells'.
+    The daemon's RSS per idle session goes to `idle_rss` when given, from the first run only:
+    later runs reuse the memory earlier sessions gave back, and read low."""
     steal = StealMeter()
     env = {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8", "TERM": "xterm-256color"}
     before = await asyncio.to_thread(raw_spawn_seconds, SHELL, count, env)
     seconds, per_session, cpu = await open_sessions(peer, count)
     after = await asyncio.to_thread(raw_spawn_seconds, SHELL, count, env)
     floors[count] += [before, after]
-    floor = (before + after) / 2
-    rows.setdefault(f"open {count:,} sessions (s)", {})[peer.name] = f"{seconds:.2f} ({seconds / floor:.2f}x floor)"
-    rows.setdefault(f"  server CPU per session opened, {count:,} (ms)", {})[peer.name] = f"{cpu * 1000:.2f}"
-    stolen = f"{steal.percent():.1f}"
-    rows.setdefault(f"  CPU stolen by hypervisor, open {count:,} (%)", {})[peer.name] = stolen
-    if count == 200:
-        rows.setdefault("daemon RSS per idle session (KB)", {})[peer.name] = f"{per_session / 1000:.1f}"
+    ratio = seconds / ((before + after) / 2)
+    runs.add(f"open {count:,} sessions", peer.name, Run(seconds, ratio, steal.percent(), cpu))
+    if idle_rss is not None:
+        idle_rss.setdefault(peer.name, per_session)
 
 
 async def _stall(rows: dict, peer: Peer, data: Path, tmp: Path) -> None:
@@ -327,7 +367,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="~20 MB runs, 500 keys, no 1,000-session row")
     parser.add_argument("--only", default="", help="comma-separated rows: throughput,echo,open,stall,replay")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of the throughput and open-200 rows (median shown)")
     parser.add_argument("--peers", default="", help="comma-separated peers: terminado,asyncio floor,vm-agent")
     args = parser.parse_args()
     split = lambda text: {item for item in text.split(",") if item}  # noqa: E731
-    asyncio.run(main(args.quick, split(args.only), split(args.peers)))
+    asyncio.run(main(args.quick, split(args.only), split(args.peers), max(args.repeat, 1)))
