@@ -2,7 +2,7 @@
 
 A 2-vCPU VM on a shared host gives figures that move by tens of percent from one minute to the
 next: the hypervisor steals CPU for a noisy neighbour, and the host's own speed changes too (the
-raw PTY rate was seen at 100 and at 140 MB/s a few seconds apart, both at 0% steal). A row at its
+raw PTY rate was seen at 96 and at 135 MB/s seconds apart, both at under 1% steal). A row at its
 target passes on some runs and misses on others, so one run cannot settle it. Each row is
 therefore measured `--repeat` times, peers taking turns, and the table shows the median of the
 calm runs (steal at most CALM_STEAL), with how many runs were calm and the range they spanned.
