@@ -27,6 +27,30 @@ _CONTEXT.check_hostname = False
 _CONTEXT.verify_mode = ssl.CERT_NONE
 
 
+def upgrade_request(path: str) -> bytes:
+    """The HTTP request that opens a WebSocket on `path` (a fresh key each time)."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+def client_frame(payload: bytes, opcode: int = _OP_TEXT) -> bytes:
+    """One final frame (text unless told) as a client must send it: masked."""
+    mask = os.urandom(4)
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x80 | opcode, 0x80 | size)
+    elif size < 65536:
+        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, size)
+    key = (mask * (size // 4 + 1))[:size]
+    body = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(size, "big")
+    return header + mask + body
+
+
 class LeanSocket:
     """One client WebSocket: connect, send text, receive whole frames (pings answered)."""
 
@@ -36,11 +60,7 @@ class LeanSocket:
         self._sock = _CONTEXT.wrap_socket(raw, server_hostname="127.0.0.1")
         self._buf = bytearray()
         self._scratch = bytearray(1 << 18)  # reused for every recv: no allocation per read
-        key = base64.b64encode(os.urandom(16)).decode()
-        self._sock.sendall(
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
+        self._sock.sendall(upgrade_request(path))
         while b"\r\n\r\n" not in self._buf:
             self._fill()
         head, _, rest = bytes(self._buf).partition(b"\r\n\r\n")
@@ -55,17 +75,7 @@ class LeanSocket:
         self._buf += memoryview(self._scratch)[:count]
 
     def _send_frame(self, opcode: int, payload: bytes) -> None:
-        mask = os.urandom(4)
-        size = len(payload)
-        if size < 126:
-            header = struct.pack("!BB", 0x80 | opcode, 0x80 | size)
-        elif size < 65536:
-            header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, size)
-        else:
-            header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, size)
-        key = (mask * (size // 4 + 1))[:size]
-        body = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(size, "big")
-        self._sock.sendall(header + mask + body)
+        self._sock.sendall(client_frame(payload, opcode))
 
     def send_text(self, text: str) -> None:
         self._send_frame(_OP_TEXT, text.encode())

@@ -4,12 +4,9 @@ the asyncio floor, each spoken to in its own protocol by the same client code.""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
 import socket
 import ssl
-import struct
 import sys
 import textwrap
 import time
@@ -17,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 
-from bench._lean_ws import LeanSocket
+from bench._lean_ws import LeanSocket, client_frame, upgrade_request
 
 
 # ---------------------------------------------------------------------- clients
@@ -164,11 +161,7 @@ class VmAgent(Peer):
 
     def open_lean(self) -> LeanTerm:
         self._count += 1
-        session_id = f"lean-{self._count}"
-        sock = LeanSocket(self.port, f"/terminal/ws/multi?token={self.token}")
-        sock.send_json({"type": "create_session", "data": {"sessionId": session_id, "rows": 24, "cols": 80}})
-        term = VmAgentTerm(None, session_id)  # type: ignore[arg-type]
-        return LeanTerm(sock, term.encode_input, term.texts)
+        return _lean_multi(self.port, f"/terminal/ws/multi?token={self.token}", f"lean-{self._count}")
 
     async def open_many(self, count: int) -> Callable[[], Awaitable[None]]:
         ws = await self._socket()
@@ -273,11 +266,16 @@ class FloorRelay(Peer):
 
     def open_lean(self) -> LeanTerm:
         self._count += 1
-        session_id = f"floor-{self._count}"
-        sock = LeanSocket(self.port, "/")
-        sock.send_json({"type": "create_session", "data": {"sessionId": session_id, "rows": 24, "cols": 80}})
-        term = VmAgentTerm(None, session_id)  # type: ignore[arg-type]
-        return LeanTerm(sock, term.encode_input, term.texts)
+        return _lean_multi(self.port, "/", f"floor-{self._count}")
+
+
+def _lean_multi(port: int, path: str, session_id: str) -> LeanTerm:
+    """A new session over the lean client, in vm-agent's multi-session protocol (which the
+    asyncio floor speaks too)."""
+    sock = LeanSocket(port, path)
+    sock.send_json({"type": "create_session", "data": {"sessionId": session_id, "rows": 24, "cols": 80}})
+    term = VmAgentTerm(None, session_id)  # type: ignore[arg-type]
+    return LeanTerm(sock, term.encode_input, term.texts)
 
 
 async def _count_messages(ws: aiohttp.ClientWebSocketResponse, kind: str, count: int) -> None:
@@ -290,13 +288,6 @@ async def _count_messages(ws: aiohttp.ClientWebSocketResponse, kind: str, count:
             raise RuntimeError(message)
 
 
-def _frame(text: str) -> bytes:
-    payload = text.encode()
-    mask = os.urandom(4)
-    size = bytes([0x80 | len(payload)]) if len(payload) < 126 else b"\xfe" + struct.pack("!H", len(payload))
-    return b"\x81" + size + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
 async def raw_stalled_client(port: int, path: str, messages: list) -> asyncio.StreamWriter:
     """A WebSocket client that sends `messages` and then never reads again."""
     sock = socket.socket()
@@ -307,15 +298,11 @@ async def raw_stalled_client(port: int, path: str, messages: list) -> asyncio.St
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     reader, writer = await asyncio.open_connection(sock=sock, ssl=context, server_hostname="127.0.0.1", limit=4096)
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
+    writer.write(upgrade_request(path))
     await reader.readuntil(b"\r\n\r\n")
     await asyncio.sleep(0.5)  # let the session come up before typing
     for message in messages:
-        writer.write(_frame(json.dumps(message)))
+        writer.write(client_frame(json.dumps(message).encode()))
     await writer.drain()
     return writer
 
