@@ -18,7 +18,6 @@ over TLS, with the fake ACP agent (tests/fakes/fake_acp_agent.py) registered as 
   where wall-clock rates mostly measure the scheduler.
 
 BENCH_PROFILE=/tmp/daemon.prof profiles the daemon process (cProfile, CPU time) for the whole run.
-VM_AGENT_UVLOOP=1 runs the daemon on uvloop, as `vm-agent serve` does when it is set.
 """
 
 from __future__ import annotations
@@ -371,12 +370,7 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--serve":
-        if os.environ.get("VM_AGENT_UVLOOP") == "1":  # as `vm-agent serve` does with it set
-            import uvloop
-
-            uvloop.run(serve(Path(sys.argv[2])))
-        else:
-            asyncio.run(serve(Path(sys.argv[2])))
+        asyncio.run(serve(Path(sys.argv[2])))
         sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", type=int, default=100_000)
