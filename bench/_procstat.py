@@ -26,22 +26,33 @@ def cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
-def host_cpu_ticks() -> tuple[int, int]:
-    """(ticks stolen by the hypervisor, all ticks) summed over the host's CPUs, from /proc/stat."""
-    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+def _host_cpu_ticks() -> list[int]:
+    """user, nice, system, idle, iowait, irq, softirq, steal: ticks summed over the host's CPUs."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return fields + [0] * (8 - len(fields))
 
 
-class StealMeter:
-    """Share of CPU time the hypervisor took from this VM while a measurement ran: a noisy
-    neighbour shows here, and its rows are not comparable with a calm run's."""
+class HostCpuMeter:
+    """How the host's CPU time was spent while a measurement ran.
+
+    Stolen: the hypervisor took it for a noisy neighbour, and the run is not comparable with a
+    calm one. Idle: nobody had work; a relay that leaves the machine idle while it falls short
+    of the raw rate is held back by waiting (PTY wake-ups), not by the CPU it spends.
+    """
 
     def __init__(self) -> None:
-        self._steal, self._total = host_cpu_ticks()
+        self._start = _host_cpu_ticks()
 
-    def percent(self) -> float:
-        steal, total = host_cpu_ticks()
-        return 100 * (steal - self._steal) / max(total - self._total, 1)
+    def _share(self, *columns: int) -> float:
+        now = _host_cpu_ticks()
+        spent = [after - before for after, before in zip(now, self._start, strict=True)]
+        return 100 * sum(spent[column] for column in columns) / max(sum(spent), 1)
+
+    def stolen(self) -> float:
+        return self._share(7)
+
+    def idle(self) -> float:
+        return self._share(3, 4)
 
 
 def rss_bytes(pid: int) -> int:

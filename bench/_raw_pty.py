@@ -16,11 +16,13 @@ from pathlib import Path
 import ptyprocess
 
 
-def raw_pty_rate(shell: str, command: str, cwd: Path) -> tuple[float, int]:
-    """Bytes/s of `command`'s output read straight from a PTY with 64 KiB reads, and its size."""
+def raw_pty_rate(shell: str, command: str, cwd: Path, work_per_read: float = 0.0) -> tuple[float, int, int]:
+    """Bytes/s of `command`'s output read straight from a PTY with 64 KiB reads, its size, and
+    the number of reads. With `work_per_read` (seconds) the reader spins that long after each
+    read, standing in for what a server does with the bytes (bench/pty_read_budget.py)."""
     started = time.perf_counter()
     proc = ptyprocess.PtyProcess.spawn([shell, "-c", command], cwd=str(cwd), dimensions=(24, 80))
-    total = 0
+    total = reads = 0
     while True:
         try:
             chunk = os.read(proc.fd, 65536)
@@ -29,9 +31,14 @@ def raw_pty_rate(shell: str, command: str, cwd: Path) -> tuple[float, int]:
         if not chunk:
             break
         total += len(chunk)
+        reads += 1
+        if work_per_read:
+            until = time.perf_counter() + work_per_read
+            while time.perf_counter() < until:
+                pass
     elapsed = time.perf_counter() - started
     proc.close(force=True)
-    return total / elapsed, total
+    return total / elapsed, total, reads
 
 
 def raw_spawn_seconds(shell: str, count: int, env: Mapping[str, str]) -> float:

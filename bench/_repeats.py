@@ -22,12 +22,14 @@ CALM_STEAL = 2.0
 @dataclass(frozen=True, slots=True)
 class Run:
     """One run of a row: the figure, its ratio to the reference measured around it, the CPU
-    steal (%) while it ran, and the server's CPU cost per unit (MB, session)."""
+    steal (%) while it ran, the server's CPU cost per unit (MB, session), and for throughput
+    the host's idle CPU (%) while the server relayed."""
 
     value: float
     ratio: float
     steal: float
     cpu: float
+    idle: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,7 @@ class Summary:
     runs: int
     low: float  # the lowest and highest ratio among the runs that count
     high: float
+    idle: float | None  # the median host idle CPU (%), where the runs measured it
 
 
 class Repeats:
@@ -64,6 +67,7 @@ class Repeats:
         calm = [run for run in runs if run.steal <= CALM_STEAL]
         counted = calm or runs
         ratios = [run.ratio for run in counted]
+        idles = [run.idle for run in counted if run.idle is not None]
         return Summary(
             value=statistics.median(run.value for run in counted),
             ratio=statistics.median(ratios),
@@ -73,4 +77,5 @@ class Repeats:
             runs=len(runs),
             low=min(ratios),
             high=max(ratios),
+            idle=statistics.median(idles) if idles else None,
         )

@@ -9,7 +9,8 @@ same command read straight from a PTY by a minimal reader: the ceiling; for open
 the same login shells started on PTYs by a plain loop (bench/_raw_pty.py). The asyncio floor
 (bench/_floor_relay.py) is the least a Python relay can do, measured for echo and throughput:
 what vm-agent costs beyond it is the price of its features. Prints a table; no assertions.
-The "CPU stolen by hypervisor" rows tell a calm run (near 0%) from one a noisy neighbour slowed.
+The "CPU stolen by hypervisor" rows tell a calm run (near 0%) from one a noisy neighbour slowed;
+the "host CPU idle" rows tell a relay short of CPU (near 0%) from one that waits on the PTY.
 `--repeat N` runs the throughput and open-200 rows N times, peers taking turns, and shows the
 median of the calm runs with their count and range (bench/_repeats.py): on a shared 2-vCPU VM a
 single run of a row near its target passes or misses depending on the minute.
@@ -32,7 +33,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._procstat import StealMeter, cpu_seconds, free_port, rss_bytes
+from bench._procstat import HostCpuMeter, cpu_seconds, free_port, rss_bytes
 from bench._raw_pty import raw_pty_rate, raw_spawn_seconds
 from bench._repeats import Repeats, Run
 from bench._terminal_peers import (
@@ -219,12 +220,13 @@ async def measure(
     rows: dict[str, dict[str, str]] = {}
     runs = Repeats()
     lines_cmd, one_cmd = f"base64 -w 100 {data}", f"base64 -w 0 {data}"
-    raw_rates: dict[str, list[float]] = {"text lines": [], "one long line": []}
+    # Each raw PTY run of a row: (bytes/s, host CPU idle %).
+    raw_runs: dict[str, list[tuple[float, float]]] = {"text lines": [], "one long line": []}
     floors: dict[int, list[float]] = {200: [], 1000: []}
     idle_rss: dict[str, float] = {}
     home = tmp / "home"
-    _, lines_size = await asyncio.to_thread(raw_pty_rate, SHELL, lines_cmd, tmp)
-    _, one_size = await asyncio.to_thread(raw_pty_rate, SHELL, one_cmd, tmp)
+    _, lines_size, _ = await asyncio.to_thread(raw_pty_rate, SHELL, lines_cmd, tmp)
+    _, one_size, _ = await asyncio.to_thread(raw_pty_rate, SHELL, one_cmd, tmp)
     lines, one = (lines_cmd, lines_size), (one_cmd, one_size)
 
     def wanted(peer: Peer) -> set[str]:
@@ -233,7 +235,7 @@ async def measure(
     for _ in range(repeat):
         for peer in peers:
             if "throughput" in wanted(peer):
-                await _guard(rows, peer.name, "throughput", _throughputs(runs, peer, lines, one, tmp, raw_rates))
+                await _guard(rows, peer.name, "throughput", _throughputs(runs, peer, lines, one, tmp, raw_runs))
             if "open" in wanted(peer):
                 # Idle RSS before the big-buffer runs, whose memory is being returned meanwhile.
                 await _guard(rows, peer.name, "open 200", _open(runs, peer, 200, home, floors, idle_rss))
@@ -253,9 +255,11 @@ async def measure(
             thousand = Repeats()
             await _guard(rows, peer.name, "open 1,000", _open(thousand, peer, 1000, home, floors))
             _summarise(rows, thousand, 1)
-    for row, rates in raw_rates.items():
-        if rates:
-            rows[f"throughput, {row} (MB/s)"]["raw PTY"] = f"{statistics.mean(rates) / MB:.1f}"
+    for row, raw in raw_runs.items():
+        if raw:
+            rate, idle = (statistics.mean(column) for column in zip(*raw, strict=True))
+            rows.setdefault(f"throughput, {row} (MB/s)", {})["raw PTY"] = f"{rate / MB:.1f}"
+            rows.setdefault(f"  host CPU idle, {row} (%)", {})["raw PTY"] = f"{idle:.0f}"
     for count, seconds in floors.items():
         if seconds:
             rows[f"open {count:,} sessions (s)"]["raw PTY"] = f"{statistics.mean(seconds):.2f}"
@@ -280,6 +284,8 @@ def _summarise(rows: dict[str, dict[str, str]], runs: Repeats, repeat: int) -> N
             if repeat > 1:
                 rows.setdefault(f"  {row}: calm runs, range", {})[peer] = f"{got.calm} of {got.runs}, {spread}"
             rows.setdefault(cpu_row, {})[peer] = cpu
+            if got.idle is not None:
+                rows.setdefault(f"  host CPU idle, {row} (%)", {})[peer] = f"{got.idle:.0f}"
             rows.setdefault(f"  CPU stolen by hypervisor, {row} (%)", {})[peer] = f"{got.steal:.1f}"
 
 
@@ -293,29 +299,39 @@ async def _guard(rows: dict, peer: str, what: str, run: Awaitable[None]) -> None
 
 async def _throughputs(
     runs: Repeats, peer: Peer, lines: tuple[str, int], one: tuple[str, int], tmp: Path,
-    raw_rates: dict[str, list[float]],
+    raw_runs: dict[str, list[tuple[float, float]]],
 ) -> None:
     """Each run sits between two raw PTY runs of the same command, and its ratio is taken
     against their mean: on a shared machine the ceiling itself moves from minute to minute."""
     for row, (command, size) in (("text lines", lines), ("one long line", one)):
-        steal = StealMeter()
-        before, _ = await asyncio.to_thread(raw_pty_rate, SHELL, command, tmp)
+        host = HostCpuMeter()
+        before = await _raw_rate(command, tmp)
+        relaying = HostCpuMeter()
         cpu = cpu_seconds(peer.pid)
         rate = await asyncio.to_thread(throughput, peer, command, size)
         cpu = cpu_seconds(peer.pid) - cpu
-        after, _ = await asyncio.to_thread(raw_pty_rate, SHELL, command, tmp)
-        raw_rates[row] += [before, after]
-        runs.add(row, peer.name, Run(rate, rate / ((before + after) / 2), steal.percent(), cpu / (size / MB)))
+        idle = relaying.idle()
+        after = await _raw_rate(command, tmp)
+        raw_runs[row] += [before, after]
+        ratio = rate / ((before[0] + after[0]) / 2)
+        runs.add(row, peer.name, Run(rate, ratio, host.stolen(), cpu / (size / MB), idle))
+
+
+async def _raw_rate(command: str, tmp: Path) -> tuple[float, float]:
+    """The raw PTY rate of `command`, and the host's idle share (%) while it ran."""
+    host = HostCpuMeter()
+    rate, _, _ = await asyncio.to_thread(raw_pty_rate, SHELL, command, tmp)
+    return rate, host.idle()
 
 
 async def _echo(rows: dict, peer: Peer, keys: int) -> None:
-    steal = StealMeter()
+    host = HostCpuMeter()
     p50, p99, cpu = await asyncio.to_thread(echo_latency, peer, keys)
     rows.setdefault(f"echo latency p50 / p99 over {keys} keys (us)", {})[peer.name] = (
         f"{p50 * 1e6:.0f} / {p99 * 1e6:.0f}"
     )
     rows.setdefault("  server CPU per key (us)", {})[peer.name] = f"{cpu * 1e6:.0f}"
-    rows.setdefault("  CPU stolen by hypervisor, echo (%)", {})[peer.name] = f"{steal.percent():.1f}"
+    rows.setdefault("  CPU stolen by hypervisor, echo (%)", {})[peer.name] = f"{host.stolen():.1f}"
 
 
 async def _open(
@@ -326,14 +342,14 @@ async def _open(
     plain loop) and its ratio is taken against their mean: most of the time is the shells'.
     The daemon's RSS per idle session goes to `idle_rss` when given, from the first run only:
     later runs reuse the memory earlier sessions gave back, and read low."""
-    steal = StealMeter()
+    host = HostCpuMeter()
     env = {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8", "TERM": "xterm-256color"}
     before = await asyncio.to_thread(raw_spawn_seconds, SHELL, count, env)
     seconds, per_session, cpu = await open_sessions(peer, count)
     after = await asyncio.to_thread(raw_spawn_seconds, SHELL, count, env)
     floors[count] += [before, after]
     ratio = seconds / ((before + after) / 2)
-    runs.add(f"open {count:,} sessions", peer.name, Run(seconds, ratio, steal.percent(), cpu))
+    runs.add(f"open {count:,} sessions", peer.name, Run(seconds, ratio, host.stolen(), cpu))
     if idle_rss is not None:
         idle_rss.setdefault(peer.name, per_session)
 
