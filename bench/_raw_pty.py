@@ -12,14 +12,23 @@ import signal
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import ptyprocess
 
 
-def raw_pty_rate(shell: str, command: str, cwd: Path, work_per_read: float = 0.0) -> tuple[float, int, int]:
-    """Bytes/s of `command`'s output read straight from a PTY with 64 KiB reads, its size, and
-    the number of reads. With `work_per_read` (seconds) the reader spins that long after each
-    read, standing in for what a server does with the bytes (bench/pty_read_budget.py)."""
+class RawPtyRun(NamedTuple):
+    """One command's output read straight from a PTY: bytes/s, bytes in all, and reads taken."""
+
+    rate: float
+    size: int
+    reads: int
+
+
+def raw_pty_rate(shell: str, command: str, cwd: Path, work_per_read: float = 0.0) -> RawPtyRun:
+    """`command`'s output read straight from a PTY with 64 KiB reads. With `work_per_read`
+    (seconds) the reader spins that long after each read, standing in for what a server does
+    with the bytes (bench/pty_read_budget.py)."""
     started = time.perf_counter()
     proc = ptyprocess.PtyProcess.spawn([shell, "-c", command], cwd=str(cwd), dimensions=(24, 80))
     total = reads = 0
@@ -38,7 +47,7 @@ def raw_pty_rate(shell: str, command: str, cwd: Path, work_per_read: float = 0.0
                 pass
     elapsed = time.perf_counter() - started
     proc.close(force=True)
-    return total / elapsed, total, reads
+    return RawPtyRun(total / elapsed, total, reads)
 
 
 def raw_spawn_seconds(shell: str, count: int, env: Mapping[str, str]) -> float:

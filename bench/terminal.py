@@ -225,9 +225,9 @@ async def measure(
     floors: dict[int, list[float]] = {200: [], 1000: []}
     idle_rss: dict[str, float] = {}
     home = tmp / "home"
-    _, lines_size, _ = await asyncio.to_thread(raw_pty_rate, SHELL, lines_cmd, tmp)
-    _, one_size, _ = await asyncio.to_thread(raw_pty_rate, SHELL, one_cmd, tmp)
-    lines, one = (lines_cmd, lines_size), (one_cmd, one_size)
+    lines_run = await asyncio.to_thread(raw_pty_rate, SHELL, lines_cmd, tmp)
+    one_run = await asyncio.to_thread(raw_pty_rate, SHELL, one_cmd, tmp)
+    lines, one = (lines_cmd, lines_run.size), (one_cmd, one_run.size)
 
     def wanted(peer: Peer) -> set[str]:
         return (only or {"throughput", "echo", "open", "stall", "replay"}) & peer.measures
@@ -320,8 +320,8 @@ async def _throughputs(
 async def _raw_rate(command: str, tmp: Path) -> tuple[float, float]:
     """The raw PTY rate of `command`, and the host's idle share (%) while it ran."""
     host = HostCpuMeter()
-    rate, _, _ = await asyncio.to_thread(raw_pty_rate, SHELL, command, tmp)
-    return rate, host.idle()
+    run = await asyncio.to_thread(raw_pty_rate, SHELL, command, tmp)
+    return run.rate, host.idle()
 
 
 async def _echo(rows: dict, peer: Peer, keys: int) -> None:
