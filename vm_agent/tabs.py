@@ -88,8 +88,11 @@ class TabStore:
         row = await self._store.fetchone("SELECT * FROM tabs WHERE workspace_id = ? AND id = ?", (workspace_id, tab_id))
         return _tab(row) if row else None
 
-    async def update(self, workspace_id: str, tab_id: str, **fields: Any) -> None:
-        """Change label / acp_session_id / last_prompt / agent_id / sort_order of a tab."""
+    async def update(self, workspace_id: str, tab_id: str, *, of_type: str | None = None, **fields: Any) -> None:
+        """Change label / acp_session_id / last_prompt / agent_id / sort_order of a tab.
+
+        `of_type` leaves a tab of another type alone: terminals and agent sessions pick their
+        ids independently, and renaming one must never relabel the other's tab."""
         allowed = {"label", "acp_session_id", "last_prompt", "agent_id", "sort_order"}
         unknown = set(fields) - allowed
         if unknown:
@@ -97,13 +100,13 @@ class TabStore:
         if not fields:
             return
         assignments = ", ".join(f"{name} = ?" for name in fields)
-        await self._store.execute(
-            f"UPDATE tabs SET {assignments} WHERE workspace_id = ? AND id = ?",
-            (*fields.values(), workspace_id, tab_id),
-        )
+        where, params = _match(workspace_id, tab_id, of_type)
+        await self._store.execute(f"UPDATE tabs SET {assignments} WHERE {where}", (*fields.values(), *params))
 
-    async def remove(self, workspace_id: str, tab_id: str) -> None:
-        await self._store.execute("DELETE FROM tabs WHERE workspace_id = ? AND id = ?", (workspace_id, tab_id))
+    async def remove(self, workspace_id: str, tab_id: str, *, of_type: str | None = None) -> None:
+        """Delete a tab (only one of `of_type`, when given: see `update`)."""
+        where, params = _match(workspace_id, tab_id, of_type)
+        await self._store.execute(f"DELETE FROM tabs WHERE {where}", params)
 
     async def remove_workspace(self, workspace_id: str) -> None:
         await self._store.execute("DELETE FROM tabs WHERE workspace_id = ?", (workspace_id,))
@@ -113,6 +116,12 @@ class TabStore:
             "SELECT * FROM tabs WHERE workspace_id = ? ORDER BY sort_order, created_at", (workspace_id,)
         )
         return [_tab(r) for r in rows]
+
+
+def _match(workspace_id: str, tab_id: str, of_type: str | None) -> tuple[str, tuple[str, ...]]:
+    if of_type is None:
+        return "workspace_id = ? AND id = ?", (workspace_id, tab_id)
+    return "workspace_id = ? AND id = ? AND type = ?", (workspace_id, tab_id, of_type)
 
 
 def _tab(row: dict[str, Any]) -> Tab:

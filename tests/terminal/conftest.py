@@ -157,6 +157,20 @@ async def raw_client(
     return reader, writer
 
 
+async def read_text_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
+    """The next JSON text message the daemon sends on a `raw_client` (control frames skipped)."""
+    while True:
+        head = await reader.readexactly(2)
+        size = head[1] & 0x7F
+        if size == 126:
+            size = int.from_bytes(await reader.readexactly(2), "big")
+        elif size == 127:
+            size = int.from_bytes(await reader.readexactly(8), "big")
+        payload = await reader.readexactly(size)
+        if head[0] & 0x0F == 1:
+            return json.loads(payload)
+
+
 def fds_open() -> int:
     return len(os.listdir("/proc/self/fd"))
 

@@ -7,7 +7,19 @@ import json
 
 import aiohttp
 
-from tests.terminal.conftest import children, fds_open, marker, pid_alive, shell_pid, terminal_env, until
+from tests.terminal.conftest import (
+    TIMEOUT,
+    children,
+    fds_open,
+    marker,
+    pid_alive,
+    raw_client,
+    read_text_frame,
+    shell_pid,
+    terminal_env,
+    until,
+    ws_frame,
+)
 from vm_agent import appkeys
 
 
@@ -55,6 +67,26 @@ async def test_orphan_is_closed_after_the_grace_period(make_daemon, connect, tmp
     await client.create("brief")
     pid = await shell_pid(client, "brief")
     await client.close()
+    await until(lambda: not pid_alive(pid))
+    assert daemon.app[appkeys.TERMINALS].session_count() == 0
+
+
+async def test_a_session_reattached_twice_at_once_still_becomes_an_orphan(make_daemon, connect, tmp_path) -> None:
+    """Every socket counts itself out when it goes, even one whose sender never got to run."""
+    daemon = await make_daemon(**terminal_env(tmp_path, PTY_ORPHAN_GRACE_PERIOD="0.3s"))
+    first = await connect(daemon)
+    await first.create("twice")
+    pid = await shell_pid(first, "twice")
+    reader, writer = await raw_client(daemon)
+    message = {"type": "reattach_session", "data": {"sessionId": "twice", "rows": 24, "cols": 80}}
+    reattach = ws_frame(json.dumps(message))
+    writer.write(reattach + reattach)  # the second arrives before the first one's sender has run
+    answers = 0
+    async with asyncio.timeout(TIMEOUT):
+        while answers < 2:
+            answers += (await read_text_frame(reader))["type"] == "session_reattached"
+    writer.close()
+    await first.close()
     await until(lambda: not pid_alive(pid))
     assert daemon.app[appkeys.TERMINALS].session_count() == 0
 

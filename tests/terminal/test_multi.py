@@ -228,6 +228,52 @@ async def test_pipelined_creates_and_immediate_input(term_daemon, connect) -> No
     assert [(e["sessionId"], e["data"]["error"]) for e in errors] == [("p3", "session_exists")]
 
 
+async def test_a_duplicate_create_does_not_lose_the_input_that_follows(term_daemon, connect) -> None:
+    client = await connect(term_daemon)
+    for _ in range(2):
+        await client.send("create_session", {"sessionId": "dup", "rows": 24, "cols": 80})
+    cmd, want = marker("typed-after-a-duplicate")
+    await client.type("dup", cmd)  # must wait for the first create, still spawning
+    await client.until_output("dup", want)
+    errors = [(m["sessionId"], m["data"]["error"]) for m in client.messages if m["type"] == "error"]
+    assert errors == [("dup", "session_exists")]
+
+
+async def test_a_relative_work_dir_is_inside_the_workspace(term_daemon, connect, tmp_path) -> None:
+    (tmp_path / "home" / "src").mkdir()
+    client = await connect(term_daemon)
+    created = await client.create("rel", workDir="src/../src")
+    assert created["data"]["workingDirectory"] == str(tmp_path / "home" / "src")
+    await client.type("rel", "echo PWD=:$(pwd):\r")
+    await client.until_output("rel", f"PWD=:{tmp_path / 'home' / 'src'}:")
+
+    await client.send("create_session", {"sessionId": "nowhere", "rows": 24, "cols": 80, "workDir": "missing"})
+    refused = await client.expect("error")
+    assert refused["sessionId"] == "nowhere"
+    assert refused["data"]["message"] == f"working directory {str(tmp_path / 'home' / 'missing')!r} does not exist"
+
+
+async def test_a_terminal_never_touches_an_agent_chat_tab_with_the_same_id(term_daemon, connect) -> None:
+    """Terminals and agent sessions pick ids independently; a user's terminal must not rename
+    or delete the chat tab of an agent session that happens to share its id."""
+    async with term_daemon.client() as http:
+        created = await http.post(
+            term_daemon.url + "/workspaces/host/agent-sessions",
+            json={"sessionId": "shared", "label": "agent chat"},
+            headers=term_daemon.auth_headers("management", workspace="host"),
+        )
+        assert created.status == 201
+    client = await connect(term_daemon)
+    await client.create("shared", name="my shell")
+    await client.send("rename_session", {"sessionId": "shared", "name": "renamed"})
+    await client.expect("session_renamed")
+    await client.send("close_session", {"sessionId": "shared"})
+    await client.expect("session_closed")
+    await term_daemon.app[appkeys.TERMINALS].tabs_synced()
+    tabs = await term_daemon.app[appkeys.TABS].list("host")
+    assert [(t.id, t.type, t.label) for t in tabs] == [("shared", "chat", "agent chat")]
+
+
 async def test_shell_owns_its_terminal_with_default_signals(term_daemon, connect) -> None:
     """Job control works (the PTY is the shell's controlling terminal, Ctrl-C reaches the
     foreground program) and programs start with no signal ignored or blocked: a daemon that

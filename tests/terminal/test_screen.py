@@ -59,3 +59,20 @@ def test_replay_after_trimming_restores_modes_from_trimmed_bytes() -> None:
     body = chunk.text.split("\x1b>", 1)[1]
     assert body.split("\x1b[?1016l", 1)[1].startswith("line ")
     assert "\ufffd" not in chunk.text
+
+
+def test_a_viewer_that_fell_behind_gets_no_old_queries_after_its_gap() -> None:
+    """Its terminal would answer them again, and the answers would reach the shell as typing."""
+    output = TerminalOutput(capacity=1000)
+    viewer = output.viewer()
+    viewer.start_live(0)
+    for i in range(200):
+        output.append(f"line {i}\r\n".encode() + (b"ask\x1b[6n\x1b[c\r\n" if i % 5 == 0 else b""))
+    assert output.log.start > 0
+    chunk = viewer.take_ready()
+    assert chunk is not None and chunk.gap > 0
+    assert "line 199" in chunk.text
+    assert "\x1b[6n" not in chunk.text and "\x1b[c" not in chunk.text
+    output.append(b"live\x1b[6n")  # a query in live output is the program's, and goes through
+    live = viewer.take_ready()
+    assert live is not None and live.text == "live\x1b[6n"

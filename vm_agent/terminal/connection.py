@@ -295,6 +295,16 @@ class TerminalConnection(abc.ABC):
         task = asyncio.get_running_loop().create_task(self._pump(session, viewer))
         self._pumps[session.id] = task
 
+        def finished(_task: asyncio.Task[None]) -> None:
+            # Here, not in the pump's `finally`: a task cancelled before its first step never
+            # runs its body, and the viewer it stood for must still be counted out, or the
+            # session never becomes an orphan (two quick reattaches do exactly that).
+            if self._pumps.get(session.id) is task:
+                del self._pumps[session.id]
+            self.manager.detach(session)
+
+        task.add_done_callback(finished)
+
     async def unfollow(self, session_id: str) -> None:
         task = self._pumps.pop(session_id, None)
         if task is not None:
@@ -324,9 +334,6 @@ class TerminalConnection(abc.ABC):
             pass
         finally:
             output_log.remove_listener(handover)
-            if self._pumps.get(session.id) is asyncio.current_task():
-                del self._pumps[session.id]
-            self.manager.detach(session)
 
     async def session_ended(self, session: TerminalSession) -> None:
         """Hook: `session_closed` was sent for a session this socket followed."""

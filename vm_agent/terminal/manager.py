@@ -25,7 +25,7 @@ from vm_agent.tabs import TabStore
 from vm_agent.terminal.output import Viewer
 from vm_agent.terminal.pty import SpawnError
 from vm_agent.terminal.session import TerminalSession
-from vm_agent.workspaces.placement import HOST_WORKSPACE, WorkspaceResolver, default_shell
+from vm_agent.workspaces.placement import HOST_WORKSPACE, WorkspaceResolver, default_shell, resolve_workdir
 
 log = structlog.get_logger("vm_agent.terminal")
 
@@ -211,7 +211,7 @@ class TerminalManager:
                 user_id=user_id,
                 name=label,
                 shell=shell,
-                working_directory=work_dir or placement.workdir,
+                working_directory=resolve_workdir(placement.workdir, work_dir),
                 buffer_size=self.settings.pty_output_buffer_size,
                 ephemeral=ephemeral,
             )
@@ -320,9 +320,9 @@ class TerminalManager:
                 if op.action == "add":
                     await self._tabs.append(op.workspace_id, op.session_id, "terminal", label=op.label)
                 elif op.action == "rename":
-                    await self._tabs.update(op.workspace_id, op.session_id, label=op.label)
+                    await self._tabs.update(op.workspace_id, op.session_id, of_type="terminal", label=op.label)
                 else:
-                    await self._tabs.remove(op.workspace_id, op.session_id)
+                    await self._tabs.remove(op.workspace_id, op.session_id, of_type="terminal")
             except Exception as exc:
                 log.warning("terminal_tab_write_failed", action=op.action, session_id=op.session_id, error=str(exc))
             finally:

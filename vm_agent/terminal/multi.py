@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import secrets
 
-from vm_agent.errors import ApiError
+from vm_agent.errors import ApiError, Conflict
 from vm_agent.terminal import protocol
 from vm_agent.terminal.connection import ConnectionGone, TerminalConnection, session_closed
 from vm_agent.terminal.manager import validate_session_id
@@ -71,6 +71,10 @@ class MultiConnection(TerminalConnection):
 
     def _start_create(self, message: ClientMessage) -> None:
         session_id = validate_session_id(message.target)
+        if session_id in self._creating:
+            # Refused here, before a second task: replacing the pending one would let a message
+            # about this session stop waiting for the create that is still spawning it.
+            raise Conflict(f"terminal session {session_id!r} already exists", code="session_exists")
         task = asyncio.get_running_loop().create_task(self._create(message))
         self._creating[session_id] = task
 

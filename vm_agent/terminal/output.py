@@ -190,7 +190,12 @@ class Viewer:
         if not keep and not gap:
             return None
         self._last_chunk_at = time.monotonic()
-        text = data[:keep].decode("utf-8", "replace") if keep else ""
+        whole = data[:keep]
+        if gap:
+            # Like a replay, this restarts in output that was drawn (and answered) long ago: a
+            # query in it would make this viewer's terminal answer again, into the shell's input.
+            whole = strip_queries(whole)
+        text = whole.decode("utf-8", "replace") if keep else ""
         return Chunk(prefix + text, piece.offset, cursor.position, gap)
 
     def _final(self) -> Chunk | None:

@@ -47,6 +47,13 @@ class SpawnError(Exception):
     """The program could not be started (bad shell, missing directory, exec failure)."""
 
 
+class _MissingDirectory(OSError):
+    """The working directory to start in does not exist."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 def clamp_dimension(value: object, default: int) -> int:
     """Rows/cols from a client: integers clamped into 1..500, anything else the default."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -78,6 +85,13 @@ def _start(argv: Sequence[str], env: Mapping[str, str], cwd: str | None, rows: i
     try:
         _set_window_size(master, rows, cols)
         pid = spawn_on_terminal(path, argv, env, cwd, os.ttyname(slave))
+    except OSError:
+        os.close(master)
+        # posix_spawn reports a failed chdir and a failed exec with the same errno: name the
+        # directory when it is the one missing, or the user hunts for a shell that is there.
+        if cwd is not None and not os.path.isdir(cwd):
+            raise _MissingDirectory(f"working directory {cwd!r} does not exist") from None
+        raise
     except BaseException:
         os.close(master)
         raise
@@ -138,6 +152,8 @@ class PtyProcess:
             spawning.add_done_callback(_kill_abandoned)
             raise
         except OSError as exc:
+            if isinstance(exc, _MissingDirectory):
+                raise SpawnError(str(exc)) from None
             raise SpawnError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from None
         return cls(pid, master, on_output)
 

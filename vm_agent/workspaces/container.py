@@ -17,7 +17,6 @@ session leader) and its descendants.
 from __future__ import annotations
 
 import os
-import posixpath
 import re
 import secrets
 import shlex
@@ -26,7 +25,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from vm_agent.workspaces.placement import Command
+from vm_agent.workspaces.placement import Command, resolve_workdir
 
 # docker exec -it would otherwise swallow Ctrl-P (its default detach sequence is Ctrl-P Ctrl-Q),
 # which shells use for history. Ctrl-] twice is what nobody types on purpose.
@@ -144,8 +143,7 @@ class ContainerPlacement:
         args = [*self.docker_cli, "exec", "-it" if tty else "-i"]
         if tty:
             args += ["--detach-keys", DETACH_KEYS]
-        workdir = posixpath.join(self.workdir, cwd) if cwd else self.workdir
-        args += ["-w", posixpath.normpath(workdir)]
+        args += ["-w", resolve_workdir(self.workdir, cwd)]
         for key, value in (env or {}).items():
             args += ["-e", f"{key}={value}"]
         cleanup: tuple[str, ...] = ()

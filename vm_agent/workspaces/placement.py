@@ -8,6 +8,7 @@ placement (see `workspaces.manager`) prefixes `docker exec`.
 from __future__ import annotations
 
 import os
+import posixpath
 import pwd
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +55,12 @@ class WorkspaceResolver(Protocol):
         ...
 
 
+def resolve_workdir(base: str, cwd: str | None) -> str:
+    """`cwd` as the program will see it: relative paths are taken from the workspace directory,
+    on the host as in containers, never from wherever the daemon happens to run."""
+    return posixpath.normpath(posixpath.join(base, cwd)) if cwd else base
+
+
 def default_shell() -> str:
     try:
         shell = pwd.getpwuid(os.getuid()).pw_shell
@@ -79,7 +86,7 @@ class HostPlacement:
         cwd: str | None = None,
     ) -> Command:
         merged = {**(env or {}), **(secret_env or {})}
-        return Command(list(argv), merged, cwd or self.workdir)
+        return Command(list(argv), merged, resolve_workdir(self.workdir, cwd))
 
 
 def host_workdir(configured: str) -> str:
