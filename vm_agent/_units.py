@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -25,9 +26,24 @@ def parse_duration(text: str) -> float:
             pos = match.end()
         if pos != len(value):
             raise ValueError(f"{text!r} is not a duration (use e.g. 250ms, 15s, 2m, 1h)") from None
+    if not math.isfinite(seconds):
+        # float() reads "inf" and "nan"; a NaN compares false with everything, so it would slip
+        # past every later bound (JWT_LEEWAY=nan accepted tokens that expired a year ago).
+        raise ValueError(f"{text!r} is not a finite duration")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds
+
+
+def parse_float(text: str) -> float:
+    """A finite decimal number (`0.5`, `100`); `inf` and `nan`, which float() accepts, are not."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a finite number")
+    return value
 
 
 def parse_size(text: str) -> int:
@@ -38,6 +54,8 @@ def parse_size(text: str) -> int:
     number, unit = float(match.group(1)), (match.group(2) or "").lower()
     letter = unit[:1] if unit not in ("", "b") else ""
     factor = 1024 ** ("kmgt".index(letter) + 1) if letter else 1
+    if not math.isfinite(number * factor):  # 400 digits parse as inf, and int(inf) is no ValueError
+        raise ValueError(f"{text!r} is too large a size")
     return int(number * factor)
 
 

@@ -8,6 +8,7 @@ as one line and exits (no traceback), so a typo in /etc/vm-agent/env is obvious 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import socket
 from collections.abc import Callable, Mapping
@@ -16,11 +17,36 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from vm_agent._units import format_duration, parse_bool, parse_duration, parse_size
+from vm_agent._units import format_duration, parse_bool, parse_duration, parse_float, parse_size
 
 
 class SettingsError(ValueError):
     """A setting has a value the daemon cannot run with."""
+
+
+MAX_JWT_LEEWAY = 600.0  # clock skew worth tolerating is seconds; more only stretches a token's life
+
+# Settings that must be greater than zero. Zero is not "off" for these: it means an interval
+# that spins the loop (a poll, a ping, a backoff), a timeout that fails every wait, or a
+# timeout aiohttp or the Docker SDK read as "none" (callbacks, JWKS, HTTP_MAX_BODY_BYTES).
+# The numeric settings missing here keep a documented meaning for 0: VM_AGENT_PORT (any free
+# port), JWT_LEEWAY (none), JWKS_REFETCH_COOLDOWN (refetch on every unknown kid),
+# PTY_ORPHAN_GRACE_PERIOD (keep orphans until closed), PTY_CLOSE_GRACE_PERIOD and
+# ACP_STOP_GRACE_PERIOD (escalate at once), TERMINAL_WS_PING_INTERVAL and
+# TERMINAL_WS_READ_TIMEOUT (off), TERMINAL_WS_MESSAGE_RATE (unlimited), the WORKSPACE_*_LIMITs
+# (no limit), and the counts (PTY_MAX_SESSIONS*, ACP_MAX_SESSIONS, *_RETRIES, *_ATTEMPTS: none).
+_POSITIVE = (
+    "pty_output_buffer_size log_ring_size log_retrieval_default_limit log_retrieval_max_limit "
+    "log_stream_buffer_size acp_message_buffer_size acp_message_buffer_bytes "
+    "acp_stderr_buffer_bytes terminal_ws_max_message_bytes acp_ws_max_message_bytes "
+    "session_max_count heartbeat_interval jwks_refresh_interval acp_max_line_bytes "
+    "identity_poll_interval http_max_body_bytes graceful_shutdown_timeout callback_timeout "
+    "ready_initial_backoff ready_max_backoff jwks_fetch_timeout session_ttl jwt_max_token_bytes "
+    "log_reader_timeout log_stream_ping_interval log_stream_pong_timeout "
+    "acp_prompt_retry_initial_backoff acp_prompt_retry_max_backoff acp_notif_serialize_timeout "
+    "acp_restart_decay_window acp_init_timeout acp_rpc_timeout acp_prompt_timeout "
+    "acp_permission_timeout acp_ping_interval acp_pong_timeout docker_timeout"
+).split()
 
 
 def _setting(env: str, default: Any, kind: str = "str", *, secret: bool = False, choices: tuple = ()) -> Any:
@@ -30,7 +56,7 @@ def _setting(env: str, default: Any, kind: str = "str", *, secret: bool = False,
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "str": str,
     "int": int,
-    "float": float,
+    "float": parse_float,
     "bool": parse_bool,
     "duration": parse_duration,
     "size": parse_size,
@@ -209,17 +235,19 @@ class Settings:
         for spec in dataclasses.fields(self):
             value = getattr(self, spec.name)
             kind = spec.metadata["kind"]
+            if kind in ("duration", "float") and not math.isfinite(value):
+                fail(spec.metadata["env"], "must be a finite number")  # first: NaN fails no comparison
             if kind in ("int", "size", "duration", "float") and value < 0:
                 fail(spec.metadata["env"], "must not be negative")
-        positive = (
-            "pty_output_buffer_size log_ring_size log_retrieval_default_limit log_retrieval_max_limit "
-            "log_stream_buffer_size acp_message_buffer_size acp_message_buffer_bytes "
-            "acp_stderr_buffer_bytes terminal_ws_max_message_bytes acp_ws_max_message_bytes "
-            "session_max_count heartbeat_interval jwks_refresh_interval acp_max_line_bytes"
-        ).split()
-        for name in positive:
+        for name in _POSITIVE:
             if getattr(self, name) <= 0:
                 fail(_env_of(name), "must be greater than zero")
+        if self.jwt_leeway > MAX_JWT_LEEWAY:
+            fail("JWT_LEEWAY", f"must be at most {format_duration(MAX_JWT_LEEWAY)} (it extends every token's life)")
+        if self.docker_timeout < 1:
+            fail("DOCKER_TIMEOUT", "must be at least 1s (the Docker client counts whole seconds; 0 means none)")
+        if self.log_stream_pong_timeout <= self.log_stream_ping_interval:
+            fail("LOG_STREAM_PONG_TIMEOUT", "must be longer than LOG_STREAM_PING_INTERVAL")
         if self.log_retrieval_default_limit > self.log_retrieval_max_limit:
             fail("LOG_RETRIEVAL_DEFAULT_LIMIT", "must not exceed LOG_RETRIEVAL_MAX_LIMIT")
         if self.acp_max_line_bytes < 65536:
@@ -251,7 +279,7 @@ def _parse(spec: dataclasses.Field, raw: str) -> Any:
     try:
         value = _PARSERS[kind](raw.strip())
     except ValueError as exc:
-        detail = str(exc) if kind in ("duration", "size", "bool") else f"{raw!r} is not a valid {kind}"
+        detail = str(exc) if kind in ("duration", "size", "bool", "float") else f"{raw!r} is not a valid {kind}"
         raise SettingsError(f"{env}: {detail}") from None
     if choices:
         value = value.lower()

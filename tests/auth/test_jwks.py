@@ -67,3 +67,25 @@ async def test_symmetric_keys_in_the_jwks_are_ignored(cp_daemon, control_plane, 
     daemon = await cp_daemon()
     token = jwt.encode(claims("user"), secret, algorithm="HS256", headers={"kid": "oct-1"})
     assert (await whoami(daemon, token))[0] == 401
+
+
+async def test_a_key_set_that_arrives_in_pieces_is_read_whole(cp_daemon, control_plane, claims):
+    """A proxy, TLS records or a slow link deliver the JWKS in more than one read. One `read(n)`
+    parsed the first half, so every request got 503 and each refresh could fail the same way."""
+    control_plane.jwks_split_pause = 0.2  # the slow link: the second half comes 200 ms later
+    daemon = await cp_daemon()
+    status, body = await whoami(daemon, control_plane.keys[0].sign(claims("user")))
+    assert (status, body.get("userId")) == (200, "user-1")
+    async with daemon.client() as http, http.get(f"{daemon.url}/health") as r:
+        assert (await r.json())["checks"]["jwks"]["status"] == "ok"
+
+
+async def test_an_oversized_key_set_is_refused_even_without_a_length(cp_daemon, control_plane, claims):
+    """Read to the end, but not without bound: chunked (no Content-Length), over 1 MiB → refused."""
+    control_plane.jwks_padding = 1024 * 1024
+    control_plane.jwks_split_pause = 0.01
+    daemon = await cp_daemon()
+    status, body = await whoami(daemon, control_plane.keys[0].sign(claims("user")))
+    assert (status, body["error"]) == (503, "auth_unavailable")
+    async with daemon.client() as http, http.get(f"{daemon.url}/health") as r:
+        assert "larger than" in (await r.json())["checks"]["jwks"]["error"]

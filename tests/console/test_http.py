@@ -84,6 +84,33 @@ async def test_a_bad_token_link_is_refused_without_a_cookie(daemon: Any, built_a
         assert "vm_session" not in response.cookies
 
 
+async def test_a_token_link_logs_in_as_its_owner_even_with_a_cookie(daemon: Any, built_assets: Path) -> None:
+    """A browser logged in as alice that opens bob's console link becomes bob. Before, the cookie
+    won: 303, no new cookie, and the console went on as alice."""
+    alice = daemon.token("user", "host", user="alice")
+    bob = daemon.token("user", "other", user="bob")
+    async with daemon.client(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
+        response = await client.get(f"{daemon.url}/", params={"token": alice}, allow_redirects=False)
+        assert response.status == 303
+        response = await client.get(f"{daemon.url}/", params={"token": bob}, allow_redirects=False)
+        assert response.status == 303
+        assert {"vm_session", "vm_session_other"} <= set(response.cookies)
+        whoami = await (await client.get(f"{daemon.url}/auth/whoami")).json()
+        assert (whoami["userId"], whoami["workspaceId"]) == ("bob", "other")
+
+
+async def test_a_bad_token_link_is_refused_even_with_a_cookie(daemon: Any, built_assets: Path) -> None:
+    """`/?token=garbage` beside a valid cookie was a 303 to `/`: it looked like a successful login."""
+    async with daemon.client(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
+        token = daemon.token("user", "host")
+        assert (await client.get(f"{daemon.url}/", params={"token": token}, allow_redirects=False)).status == 303
+        for bad in ("not-a-jwt", "", daemon.token("user", "host", ttl=-3600)):
+            response = await client.get(f"{daemon.url}/", params={"token": bad}, allow_redirects=False)
+            assert response.status == 401, bad
+            assert (await response.json())["error"] == "invalid_token"
+            assert "vm_session" not in response.cookies
+
+
 async def test_unbuilt_console_says_how_to_build_it(
     daemon: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -52,7 +52,15 @@ class FakeControlPlane:
     keys: list[SigningKey] = field(default_factory=list)
     jwks_status: int = 200
     jwks_fetches: int = 0
+    # Misbehaviours. jwks_split_pause > 0: the key set goes out in two writes that far apart, as
+    # from a proxy or over a slow link; jwks_padding: bytes of filler added to the document.
+    jwks_split_pause: float = 0.0
+    jwks_padding: int = 0
     ready_failures_left: int = 0
+    ready_failure_status: int = 503
+    # Answer the next N ready / heartbeat calls 200 application/json with a truncated body.
+    malformed_ready_left: int = 0
+    malformed_heartbeats_left: int = 0
     heartbeat_answer: dict[str, Any] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     url: str = ""
@@ -87,12 +95,25 @@ class FakeControlPlane:
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(lambda: predicate(self))
 
-    async def _jwks(self, _request: web.Request) -> web.Response:
+    async def _jwks(self, request: web.Request) -> web.StreamResponse:
         self.jwks_fetches += 1
         await self._notify()
         if self.jwks_status != 200:
             return web.Response(status=self.jwks_status, text="unavailable")
-        return web.json_response({"keys": [k.jwk() for k in self.keys]})
+        document: dict[str, Any] = {"keys": [k.jwk() for k in self.keys]}
+        if self.jwks_padding:
+            document["padding"] = "x" * self.jwks_padding
+        body = json.dumps(document).encode()
+        if not self.jwks_split_pause:
+            return web.Response(body=body, content_type="application/json")
+        # Chunked, in two writes: the client sees the first half well before the rest.
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        await response.write(body[: len(body) // 2])
+        await asyncio.sleep(self.jwks_split_pause)
+        await response.write(body[len(body) // 2 :])
+        await response.write_eof()
+        return response
 
     async def _record(self, request: web.Request) -> None:
         self.calls.append(Call(request.path, await request.json(), request.headers.get("Authorization")))
@@ -102,11 +123,17 @@ class FakeControlPlane:
         await self._record(request)
         if self.ready_failures_left > 0:
             self.ready_failures_left -= 1
-            return web.Response(status=503, text="deploying")
+            return web.Response(status=self.ready_failure_status, text="deploying")
+        if self.malformed_ready_left > 0:
+            self.malformed_ready_left -= 1
+            return web.Response(text='{"ok": tr', content_type="application/json")
         return web.json_response({"ok": True})
 
     async def _heartbeat(self, request: web.Request) -> web.Response:
         await self._record(request)
+        if self.malformed_heartbeats_left > 0:
+            self.malformed_heartbeats_left -= 1
+            return web.Response(text="{", content_type="application/json")
         return web.json_response(self.heartbeat_answer)
 
     def calls_to(self, suffix: str) -> list[Call]:

@@ -1,6 +1,9 @@
 """/logs from journald. systemd-journald cannot run in this sandbox, so a stand-in `journalctl`
 on PATH replays records in journalctl's real `--output=json` format (with --reverse, --lines,
---cursor and --follow handled as journalctl does)."""
+--cursor, --since and --follow handled as journalctl does). It also fails as systemd 252's
+journalctl does: `--since` beside `--cursor` is refused before anything else ("Please specify
+only one of --since=, --cursor=, and --after-cursor=.", exit 1), and so is a cursor it cannot
+seek to."""
 
 from __future__ import annotations
 
@@ -22,14 +25,28 @@ RECORDS = [
 
 STAND_IN = textwrap.dedent("""\
     #!{python}
-    import json, sys
+    import json, sys, time
     args = sys.argv[1:]
-    records = [json.loads(line) for line in open({data!r})]
     def value(flag, default=None):
         return args[args.index(flag) + 1] if flag in args else default
+    def fail(message):
+        sys.stderr.write(message + "\\n")
+        sys.exit(1)
+    if "--since" in args and "--cursor" in args:
+        fail("Please specify only one of --since=, --cursor=, and --after-cursor=.")
+    try:
+        records = [json.loads(line) for line in open({data!r})]
+    except OSError as exc:
+        fail("Failed to open journal: " + exc.strerror)
     if value("--cursor"):
-        index = next(i for i, r in enumerate(records) if r["__CURSOR"] == value("--cursor"))
+        index = [i for i, r in enumerate(records) if r["__CURSOR"] == value("--cursor")]
+        if not index:
+            fail("Failed to seek to cursor: Invalid argument")
+        index = index[0]
         records = records[: index + 1] if "--reverse" in args else records[index:]
+    if value("--since"):
+        since = time.mktime(time.strptime(value("--since"), "%Y-%m-%d %H:%M:%S"))
+        records = [r for r in records if int(r["__REALTIME_TIMESTAMP"]) >= since * 1e6]
     if "--priority" in args:
         records = [r for r in records if int(r["PRIORITY"]) <= int(value("--priority"))]
     if "--reverse" in args:
@@ -52,13 +69,19 @@ def journalctl(tmp_path, monkeypatch):
     script.write_text(STAND_IN.format(python=sys.executable, data=str(data)))
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ['PATH']}")
+    return data
+
+
+async def answer(daemon, **params) -> tuple[int, dict]:
+    async with daemon.client() as http:
+        async with http.get(f"{daemon.url}/logs", params=params, headers=daemon.auth_headers()) as r:
+            return r.status, await r.json()
 
 
 async def get(daemon, **params):
-    async with daemon.client() as http:
-        async with http.get(f"{daemon.url}/logs", params=params, headers=daemon.auth_headers()) as r:
-            assert r.status == 200
-            return await r.json()
+    status, body = await answer(daemon, **params)
+    assert status == 200, body
+    return body
 
 
 async def test_journald_entries_are_parsed_and_paged(journalctl, make_daemon):
@@ -82,3 +105,40 @@ async def test_journald_stream_sends_the_backlog(journalctl, make_daemon):
         async with http.ws_connect(f"{daemon.ws_url}/logs/stream", headers=daemon.auth_headers()) as ws:
             messages = [(await ws.receive_json(timeout=5))["message"] for _ in range(2)]
     assert messages == ["record_6", "plain text failure"]
+
+
+async def test_since_pages_reach_back_to_since_and_stop_there(journalctl, make_daemon):
+    """journalctl refuses --since with --cursor, and the refusal was read as "no entries": page 2
+    of a `since` query came back empty with nextCursor null, so records 2-4 were unreachable."""
+    daemon = await make_daemon(LOG_SOURCE="journald")
+    since = "1700000002"  # record_2 onwards
+    pages, cursor = [], None
+    while True:
+        body = await get(daemon, limit="2", since=since, **({"cursor": cursor} if cursor else {}))
+        pages.append([e["message"] for e in body["entries"]])
+        cursor = body["nextCursor"]
+        if cursor is None:
+            break
+    assert pages == [["record_6", "plain text failure"], ["record_4", "record_5"], ["record_2", "record_3"]]
+
+
+async def test_unknown_cursor_is_a_400_not_an_empty_page(journalctl, make_daemon):
+    daemon = await make_daemon(LOG_SOURCE="journald")
+    for cursor in ("s=abc;i=99", "not-a-cursor"):
+        status, body = await answer(daemon, cursor=cursor)
+        assert (status, body["error"]) == (400, "invalid_parameter"), cursor
+
+
+async def test_journalctl_failing_is_a_503_not_an_empty_page(journalctl, make_daemon):
+    daemon = await make_daemon(LOG_SOURCE="journald")
+    journalctl.unlink()  # the stand-in now fails to open its journal, as journalctl can
+    status, body = await answer(daemon, limit="3")
+    assert (status, body["error"]) == (503, "log_source_unavailable")
+
+
+async def test_since_out_of_range_is_a_400(journalctl, make_daemon):
+    """`since=1e20` reached time.localtime() and answered 500."""
+    daemon = await make_daemon(LOG_SOURCE="journald")
+    for since in ("1e20", "nan", "inf", "-1"):
+        status, body = await answer(daemon, since=since)
+        assert (status, body["error"]) == (400, "invalid_parameter"), since

@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import fcntl
+import os
+import socket
+import ssl
+import struct
+import termios
+import time
+
+import aiohttp
+import pytest
 import structlog
+
+from vm_agent import appkeys, wsutil
+from vm_agent.logs import get_ring
+from vm_agent.store import StoreError
 
 
 def emit(count: int, level: str = "info", prefix: str = "test_record") -> None:
@@ -71,6 +87,8 @@ async def test_bad_parameters_are_400_with_a_reason(daemon):
         {"limit": "ten"},
         {"level": "loud"},
         {"since": "yesterday-ish"},
+        {"since": "1e20"},
+        {"since": "nan"},
         {"cursor": "not-a-cursor"},
     ):
         status, body = await get_logs(daemon, **params)
@@ -101,8 +119,6 @@ async def test_stream_sends_backlog_then_live_records(make_daemon):
 
 
 async def test_stream_closes_a_silent_peer(make_daemon):
-    import aiohttp
-
     daemon = await make_daemon(LOG_STREAM_PING_INTERVAL="100ms", LOG_STREAM_PONG_TIMEOUT="300ms")
     async with daemon.client() as http:
         ws = await http.ws_connect(
@@ -118,11 +134,6 @@ async def test_stream_closes_a_silent_peer(make_daemon):
 
 
 async def test_shutdown_tells_stream_viewers_going_away(make_daemon):
-    import asyncio
-    import time
-
-    import aiohttp
-
     daemon = await make_daemon(GRACEFUL_SHUTDOWN_TIMEOUT="10s")
     async with daemon.client() as http:
         async with http.ws_connect(f"{daemon.ws_url}/logs/stream", headers=daemon.auth_headers()) as ws:
@@ -134,3 +145,92 @@ async def test_shutdown_tells_stream_viewers_going_away(make_daemon):
             assert ws.close_code == aiohttp.WSCloseCode.GOING_AWAY
             await stopping
             assert time.monotonic() - started < 5  # did not wait out the grace period
+
+
+def _open_stalled_viewer(port: int, token: str) -> ssl.SSLSocket:
+    """A /logs/stream client that completes the handshake and then never reads again (a
+    suspended laptop, a stuck proxy): a 4 KiB receive buffer, and nothing ever drains it."""
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.connect(("127.0.0.1", port))
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    sock = context.wrap_socket(raw)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            "GET /logs/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
+        ).encode()
+    )
+    assert sock.recv(1024).startswith(b"HTTP/1.1 101")
+    return sock
+
+
+def _unsent_bytes(fd: int) -> int:
+    return struct.unpack("I", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0" * 4))[0]
+
+
+async def _stall_a_viewer(daemon) -> ssl.SSLSocket:
+    """Open a viewer that stops reading, then log ~20 MB: far more than the socket buffers hold.
+    Returns once the daemon's kernel send queue holds data the viewer will never take."""
+    sock = await asyncio.to_thread(_open_stalled_viewer, daemon.port, daemon.token("management", workspace=None))
+    (stream,) = [ws for ws in daemon.app[wsutil.OPEN_SOCKETS] if not ws.closed]
+    server_fd = stream.get_extra_info("socket").fileno()
+    emit_blobs = structlog.get_logger("tests")
+    for n in range(200):
+        emit_blobs.info("filler", n=n, blob="x" * 100_000)
+    # Nothing signals "the peer's window is shut", so this polls the fact itself: the daemon's
+    # kernel queue of unsent bytes (TIOCOUTQ). On loopback it stays near empty while the peer
+    # reads; a megabyte there means the viewer stopped and the daemon's sends now wait.
+    async with asyncio.timeout(30):
+        while _unsent_bytes(server_fd) < 1024 * 1024:  # noqa: ASYNC110 (no event for a full TCP window)
+            await asyncio.sleep(0.02)
+    return sock
+
+
+async def _logged_soon(event: str, after: int, timeout: float) -> bool:
+    """Whether the daemon logs `event` within `timeout` (awaiting the log ring, not polling)."""
+    cursor = get_ring().cursor(after)
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                batch = await cursor.next()
+                if batch is not None and any(e.item["message"] == event for e in batch[1]):
+                    return True
+    except TimeoutError:
+        return False
+
+
+async def test_a_viewer_that_stops_reading_is_dropped(make_daemon):
+    """A stalled viewer blocked every send and then the close itself (which drains first): it
+    stayed attached long after LOG_STREAM_PONG_TIMEOUT."""
+    daemon = await make_daemon(LOG_STREAM_PING_INTERVAL="500ms", LOG_STREAM_PONG_TIMEOUT="2s")
+    start = get_ring().last_seq
+    sock = await _stall_a_viewer(daemon)
+    try:
+        # Bounded sends and close: pong timeout (2 s) plus the close bound (2 s), with margin.
+        assert await _logged_soon("log_stream_closed", start, timeout=15)
+        assert [ws for ws in daemon.app[wsutil.OPEN_SOCKETS] if not ws.closed] == []
+    finally:
+        sock.close()
+
+
+async def test_a_stalled_viewer_does_not_hold_up_shutdown(make_daemon):
+    """At shutdown, closing a stalled viewer waited out the grace period and the cleanup after it
+    was cut off (the store was never closed). Pong timeout at its 90 s default: only the close
+    bound (half the 5 s grace) can save shutdown here."""
+    daemon = await make_daemon(GRACEFUL_SHUTDOWN_TIMEOUT="5s")
+    store = daemon.app[appkeys.STORE]
+    start = get_ring().last_seq
+    sock = await _stall_a_viewer(daemon)
+    try:
+        started = time.monotonic()
+        await daemon.stop()
+        assert time.monotonic() - started < 5
+        _, entries = get_ring().read(start, limit=100_000)
+        assert "shutdown_timed_out" not in {e.item["message"] for e in entries}
+        with pytest.raises(StoreError):  # the cleanup ran to the end: the store is closed
+            await store.ping()
+    finally:
+        sock.close()

@@ -81,6 +81,72 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        # float() reads these; NaN then passes every `< 0` check and inf disables a bound.
+        ({"JWT_LEEWAY": "inf"}, "JWT_LEEWAY"),
+        ({"JWT_LEEWAY": "nan"}, "JWT_LEEWAY"),
+        ({"HEARTBEAT_INTERVAL": "1e400"}, "HEARTBEAT_INTERVAL"),
+        ({"WORKSPACE_CPU_LIMIT": "nan"}, "WORKSPACE_CPU_LIMIT"),
+        ({"TERMINAL_WS_MESSAGE_RATE": "inf"}, "TERMINAL_WS_MESSAGE_RATE"),
+        ({"PTY_OUTPUT_BUFFER_SIZE": "9" * 400}, "PTY_OUTPUT_BUFFER_SIZE"),
+        # A token's life is its exp; the leeway only absorbs clock skew.
+        ({"JWT_LEEWAY": "11m"}, "JWT_LEEWAY"),
+        # Zero would spin the loop or hammer the control plane.
+        ({"READY_INITIAL_BACKOFF": "0"}, "READY_INITIAL_BACKOFF"),
+        ({"READY_MAX_BACKOFF": "0s"}, "READY_MAX_BACKOFF"),
+        ({"ACP_PROMPT_RETRY_INITIAL_BACKOFF": "0"}, "ACP_PROMPT_RETRY_INITIAL_BACKOFF"),
+        ({"IDENTITY_POLL_INTERVAL": "0"}, "IDENTITY_POLL_INTERVAL"),
+        ({"LOG_STREAM_PING_INTERVAL": "0"}, "LOG_STREAM_PING_INTERVAL"),
+        ({"ACP_PING_INTERVAL": "0"}, "ACP_PING_INTERVAL"),
+        # Zero is "no limit" / "no timeout" to aiohttp and the Docker SDK.
+        ({"HTTP_MAX_BODY_BYTES": "0"}, "HTTP_MAX_BODY_BYTES"),
+        ({"CALLBACK_TIMEOUT": "0"}, "CALLBACK_TIMEOUT"),
+        ({"JWKS_FETCH_TIMEOUT": "0"}, "JWKS_FETCH_TIMEOUT"),
+        ({"DOCKER_TIMEOUT": "500ms"}, "DOCKER_TIMEOUT"),
+        # Every stream would be closed at its first check, before any ping was sent.
+        ({"LOG_STREAM_PING_INTERVAL": "30s", "LOG_STREAM_PONG_TIMEOUT": "10s"}, "LOG_STREAM_PONG_TIMEOUT"),
+    ],
+)
+def test_values_that_would_disarm_a_protection_are_refused(env, needle):
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(env)
+    assert str(info.value).startswith(needle + ":")
+
+
+def test_zero_keeps_its_documented_meaning_where_it_has_one():
+    settings = Settings.from_env(
+        {
+            "VM_AGENT_PORT": "0",  # any free port
+            "JWT_LEEWAY": "0",  # no skew allowance
+            "JWKS_REFETCH_COOLDOWN": "0s",  # refetch on every unknown kid
+            "PTY_ORPHAN_GRACE_PERIOD": "0",  # orphans live until closed
+            "TERMINAL_WS_PING_INTERVAL": "0",  # no pings
+            "TERMINAL_WS_READ_TIMEOUT": "0",  # no read timeout
+            "TERMINAL_WS_MESSAGE_RATE": "0",  # unlimited
+            "WORKSPACE_MEMORY_LIMIT": "0",  # no limit
+            "ACP_STOP_GRACE_PERIOD": "0",  # kill at once
+        }
+    )
+    assert (settings.port, settings.jwt_leeway, settings.pty_orphan_grace_period) == (0, 0, 0)
+    assert Settings.from_env({"JWT_LEEWAY": "10m"}).jwt_leeway == 600
+
+
+def test_a_non_finite_override_is_refused_too():
+    """Overrides bypass the parsers (tests, `vm-agent dev`): validate() checks them itself."""
+    with pytest.raises(SettingsError, match=r"^JWT_LEEWAY:"):
+        Settings.from_env({}, jwt_leeway=float("nan"))
+
+
+def test_non_finite_setting_stops_start_with_one_line():
+    result = run_cli("serve", JWT_LEEWAY="nan")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("vm-agent: configuration error: JWT_LEEWAY:")
+
+
 def test_bad_setting_stops_start_with_one_line_not_a_traceback():
     result = run_cli("serve", LOG_LEVEL="loud")
     assert result.returncode == 2

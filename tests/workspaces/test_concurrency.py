@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from pathlib import Path
 
 import pytest
 
 from tests.workspaces.conftest import GitServer, exec_in, wait_status
 from tests.workspaces.test_lifecycle import _post, _resources
+from vm_agent.logs import get_ring
 
 pytestmark = pytest.mark.docker
 
@@ -64,3 +67,52 @@ async def test_identical_creates_racing_make_one_workspace(ws_daemon, docker_cli
     assert sorted(status for status, _ in results) == [200, 200, 202]
     assert (await wait_status(ws_daemon, ws)).status == "running"
     assert len(_resources(docker_client, ws)[0]) == 1
+
+
+def _hold_write_lock(db: Path) -> sqlite3.Connection:
+    """Take SQLite's write lock from another connection, as a slow fsync or a backup would hold
+    it: the daemon's next write waits (up to its 5 s busy timeout) until it is released."""
+    conn = sqlite3.connect(str(db), isolation_level=None, timeout=10, check_same_thread=False)
+    conn.execute("BEGIN IMMEDIATE")
+    return conn
+
+
+def _release_write_lock(conn: sqlite3.Connection) -> None:
+    conn.execute("COMMIT")
+    conn.close()
+
+
+async def test_delete_while_create_is_still_saving_leaves_nothing(ws_daemon, docker_client, ws_id):
+    """POST published the workspace, then saved its record and only after that started its
+    task. A DELETE in between found no task to wait for and finished; the late task then made a
+    volume (and container) for the deleted workspace, and could save its record again, so it
+    came back after a restart."""
+    ws = ws_id("saving")
+    start = get_ring().last_seq
+    lock = await asyncio.to_thread(_hold_write_lock, ws_daemon.settings.state_path / "vm-agent.db")
+    try:
+        create = asyncio.create_task(_post(ws_daemon, "/workspaces", {"workspaceId": ws}))
+        async with asyncio.timeout(4):  # well inside the daemon's 5 s wait for the lock
+            # Published: the create now waits on the lock to save its record.
+            while (await _post(ws_daemon, f"/workspaces/{ws}", method="GET", ws=ws))[0] == 404:
+                pass
+            delete = asyncio.create_task(_post(ws_daemon, f"/workspaces/{ws}", method="DELETE", ws=ws))
+            # Claimed by the delete: the same create again is now told the id is being deleted.
+            while (await _post(ws_daemon, "/workspaces", {"workspaceId": ws}))[0] != 409:
+                pass
+    finally:
+        await asyncio.to_thread(_release_write_lock, lock)
+    assert (await create)[0] == 202
+    assert await delete == (200, {"success": True})
+    # By the time the delete answered, the create's build had ended, aborted. It used to start
+    # only now, unseen by the delete, and make a volume (and perhaps a container and a record).
+    _, entries = get_ring().read(start, limit=100_000)
+    said = [e.item["message"] for e in entries if e.item["fields"].get("workspace_id") == ws]
+    assert said == ["workspace_creating", "workspace_build_aborted", "workspace_deleted"]
+
+    await ws_daemon.restart()
+    assert _resources(docker_client, ws) == ([], [])
+    assert not (ws_daemon.settings.state_path / "workspaces" / ws).exists()  # no credentials left
+    async with ws_daemon.client() as http:
+        async with http.get(f"{ws_daemon.url}/workspaces", headers=ws_daemon.auth_headers()) as r:
+            assert ws not in {w["id"] for w in (await r.json())["workspaces"]}

@@ -76,7 +76,7 @@ async def test_same_create_is_idempotent_and_different_params_conflict(ws_daemon
     assert out.strip() == "1"
 
 
-@pytest.mark.parametrize("bad", ["", "a" * 65, "has space", "dot.dot", "../x", "host", 7])
+@pytest.mark.parametrize("bad", ["", "a" * 65, "has space", "dot.dot", "../x", "host", 7, "trailing-newline\n"])
 async def test_bad_workspace_ids_are_refused(ws_daemon, bad):
     status, body = await _post(ws_daemon, "/workspaces", {"workspaceId": bad})
     assert (status, body["error"]) == (400, "invalid_workspace_id")

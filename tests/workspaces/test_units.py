@@ -12,7 +12,7 @@ import pytest
 from vm_agent.errors import BadRequest
 from vm_agent.workspaces.container import ContainerPlacement
 from vm_agent.workspaces.gitcreds import CredentialFiles, git_setup_argv
-from vm_agent.workspaces.model import WorkspaceSpec
+from vm_agent.workspaces.model import WorkspaceSpec, repository_dir, validate_workspace_id
 
 
 def _docker_part(argv: list[str]) -> list[str]:
@@ -118,3 +118,28 @@ def test_workdir_is_the_clone(repository, directory):
 def test_unsafe_parameters_are_rejected(body):
     with pytest.raises(BadRequest):
         WorkspaceSpec.from_request({"workspaceId": "w", **body}, default_image="img")
+
+
+@pytest.mark.parametrize("body", [
+    {"workspaceId": "w\n"},
+    {"env": {"NAME\n": "x"}},
+])
+def test_a_trailing_newline_is_not_a_valid_name(body):
+    """`$` matches before a final newline: `^...$` with `.match` let "w\\n" through as an id (and
+    into container names and the credentials path)."""
+    with pytest.raises(BadRequest):
+        WorkspaceSpec.from_request({"workspaceId": "w", **body}, default_image="img")
+
+
+def test_a_trailing_newline_never_names_a_workspace_or_its_clone():
+    with pytest.raises(BadRequest):
+        validate_workspace_id("ws\n")
+    assert repository_dir("git@example.com:org/name\n") == "name"  # was "name\n"
+
+
+async def test_path_routes_refuse_an_id_with_a_trailing_newline(daemon):
+    """Tabs need no Docker, so this runs everywhere: `/workspaces/w%0A/tabs` is a 400, not w's tabs."""
+    async with daemon.client() as http:
+        async with http.get(f"{daemon.url}/workspaces/host%0A/tabs", headers=daemon.auth_headers()) as resp:
+            assert resp.status == 400
+            assert (await resp.json())["error"] == "invalid_workspace_id"

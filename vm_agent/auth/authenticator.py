@@ -3,12 +3,13 @@
 Token sources, in order: HTTP — Authorization: Bearer, the session cookie, `?token=`;
 WebSockets — the same (the header is for non-browser clients such as the coordinator; browsers
 use the cookie or the query). A `?token=` login is remembered in a session cookie so the token
-can be dropped from the address bar and later sockets need no token.
+can be dropped from the address bar and later sockets need no token. The console's
+`/?token=` is different: an explicit login, where the query token alone counts (`login`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import NoReturn
 
 import structlog
@@ -40,7 +41,7 @@ class Authenticator:
             fetch_timeout=settings.jwks_fetch_timeout,
         )
         self.tokens = TokenValidator(settings, self.jwks, identity)
-        self.sessions = SessionStore(settings.session_ttl, settings.session_max_count)
+        self.sessions = SessionStore(settings.session_ttl, settings.session_max_count, leeway=settings.jwt_leeway)
 
     async def start(self) -> None:
         await self.jwks.start()
@@ -61,16 +62,7 @@ class Authenticator:
         workspace: str | None = None,
     ) -> Principal:
         kinds = frozenset(kinds)
-        try:
-            principal = await self._identify(request, workspace)
-        except TokenRejected as exc:
-            _reject(request, exc.reason, exc.status, exc.code)
-        except AuthUnavailable as exc:
-            metrics.AUTH_FAILURES.labels("unavailable").inc()
-            log.warning("auth_unavailable", path=request.path, reason=str(exc))
-            raise ServiceUnavailable(
-                "authentication keys are not available yet; retry shortly", code="auth_unavailable"
-            ) from None
+        principal = await _answer(request, self._identify(request, workspace))
         if principal.kind not in kinds:
             _reject(request, f"{principal.kind} token not accepted here", 403, "wrong_kind")
         if workspace is not None and not principal.may_access_workspace(workspace):
@@ -97,6 +89,15 @@ class Authenticator:
             return principal
         raise TokenRejected("no credentials (Authorization header, session cookie or ?token=)", code="no_credentials")
 
+    async def login(self, request: web.Request) -> Principal:
+        """`?token=` as an explicit login (the console's `/?token=`): the query token alone
+        decides. Cookies already held do not stand in for it: a browser logged in as one user
+        that opens another's link becomes that user (`set_login_cookies` then issues cookies for
+        them), and a bad token is a 401 even beside a good cookie, never a silent "logged in"."""
+        principal = await _answer(request, self.tokens.validate(request.query.get("token", "")))
+        request[_LOGIN_KEY] = principal
+        return principal
+
     def set_login_cookies(self, request: web.Request, response: web.StreamResponse) -> None:
         principal: Principal | None = request.get(_LOGIN_KEY)
         if principal is None:
@@ -107,11 +108,25 @@ class Authenticator:
             "secure": self.settings.cookie_secure,
             "samesite": "Strict",
             "path": "/",
-            "max_age": int(self.settings.session_ttl),
+            "max_age": int(self.sessions.remaining(session_id)),  # the browser forgets it when we do
         }
         response.set_cookie(COOKIE, session_id, **options)
         if principal.workspace_id:
             response.set_cookie(f"{COOKIE}_{principal.workspace_id}", session_id, **options)
+
+
+async def _answer(request: web.Request, identify: Awaitable[Principal]) -> Principal:
+    """Await `identify`; a rejected token becomes 401/403, keys not loaded yet 503."""
+    try:
+        return await identify
+    except TokenRejected as exc:
+        _reject(request, exc.reason, exc.status, exc.code)
+    except AuthUnavailable as exc:
+        metrics.AUTH_FAILURES.labels("unavailable").inc()
+        log.warning("auth_unavailable", path=request.path, reason=str(exc))
+        raise ServiceUnavailable(
+            "authentication keys are not available yet; retry shortly", code="auth_unavailable"
+        ) from None
 
 
 def _reject(request: web.Request, reason: str, status: int, code: str) -> NoReturn:
@@ -127,6 +142,11 @@ async def authenticate(
 ) -> Principal:
     """Authenticate `request` with the app's Authenticator (see `Authenticator.authenticate`)."""
     return await request.app[appkeys.AUTH].authenticate(request, kinds=kinds, workspace=workspace)
+
+
+async def login(request: web.Request) -> Principal:
+    """Validate `?token=` as an explicit login (see `Authenticator.login`)."""
+    return await request.app[appkeys.AUTH].login(request)
 
 
 def set_login_cookies(request: web.Request, response: web.StreamResponse) -> None:

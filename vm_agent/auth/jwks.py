@@ -103,9 +103,7 @@ class JwksCache:
             async with self._session.get(self.url) as response:
                 if response.status != 200:
                     raise ValueError(f"HTTP {response.status}")
-                body = await response.content.read(MAX_JWKS_BYTES + 1)
-                if len(body) > MAX_JWKS_BYTES:
-                    raise ValueError("key set is larger than 1 MiB")
+                body = await _read_capped(response, MAX_JWKS_BYTES)
             self._install(json.loads(body))
         except Exception as exc:  # network, HTTP, JSON, key parsing: all mean "keep the old keys"
             self._last_error = f"{type(exc).__name__}: {exc}"
@@ -153,3 +151,21 @@ class JwksCache:
             return list(self._keys.values()) + self._anonymous
         key = self._keys.get(kid)
         return [key] if key is not None else []
+
+
+async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
+    """The whole body, refused once it passes `cap` bytes.
+
+    Read to EOF in pieces: `StreamReader.read(n)` returns whatever is buffered, so one call
+    parsed a key set cut wherever a proxy, TLS record or slow link happened to split it.
+    """
+    if response.content_length is not None and response.content_length > cap:
+        raise ValueError(f"key set is larger than {cap} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > cap:
+            raise ValueError(f"key set is larger than {cap} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -20,15 +20,15 @@ from urllib.parse import urlencode
 import structlog
 from aiohttp import web
 
-from vm_agent.auth import authenticate, set_login_cookies
+from vm_agent.auth import login, set_login_cookies
 from vm_agent.errors import NotFound, ServiceUnavailable
 
 log = structlog.get_logger("vm_agent.console")
 
 STATIC_DIR = Path(__file__).parent / "static"
 INDEX = "index.html"
-_HOST = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
-_ASSET = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
+_HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")  # used with fullmatch
+_ASSET = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")  # used with fullmatch
 _TYPES = {
     ".js": "text/javascript",
     ".css": "text/css",
@@ -46,7 +46,7 @@ def content_security_policy(host: str | None) -> str:
     """The page's policy. `connect-src` names wss:// of the request's own host explicitly: CSP3
     browsers already let 'self' cover same-host WebSockets, older ones do not."""
     connect = "'self'"
-    if host and _HOST.match(host):
+    if host and _HOST.fullmatch(host):
         connect += f" wss://{host}"
     return "; ".join(
         (
@@ -104,8 +104,9 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 async def _login(request: web.Request) -> web.StreamResponse:
     """`/?token=…`: validate, set the session cookie, and send the browser to the same URL without
-    the token (303, so a reload never re-posts it and the token does not stay in the history)."""
-    principal = await authenticate(request)
+    the token (303, so a reload never re-posts it and the token does not stay in the history).
+    The query token is the login, whatever cookies the browser already has (`auth.login`)."""
+    principal = await login(request)
     rest = [(k, v) for k, v in request.query.items() if k != "token"]
     location = "/" + ("?" + urlencode(rest) if rest else "")
     response = web.Response(status=303, headers={"Location": location})
@@ -116,7 +117,7 @@ async def _login(request: web.Request) -> web.StreamResponse:
 
 async def asset(request: web.Request) -> web.StreamResponse:
     name = request.match_info["path"]
-    if not _ASSET.match(name) or name.startswith("."):
+    if not _ASSET.fullmatch(name) or name.startswith("."):
         raise NotFound("no such console asset", code="not_found")
     if not assets_built():
         raise _not_built()

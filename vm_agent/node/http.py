@@ -7,24 +7,22 @@ import asyncio
 import contextlib
 import os
 import signal
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import structlog
 from aiohttp import web
 
-from vm_agent import __version__, appkeys, wsutil
+from vm_agent import __version__, appkeys
 from vm_agent.auth import MANAGEMENT, authenticate
-from vm_agent.errors import BadRequest
+from vm_agent.errors import BadRequest, ServiceUnavailable
 from vm_agent.node import sysinfo, systemd
 from vm_agent.node.callbacks import ControlPlaneClient
 from vm_agent.node.health import health_report
-from vm_agent.node.logsource import LEVEL_ORDER, LogQueryError, LogSource, choose_source, parse_since
+from vm_agent.node.logsource import LEVEL_ORDER, LogQueryError, LogSourceUnavailable, choose_source, parse_since
+from vm_agent.node.logstream import LOG_SOURCE, stream_logs
 
 log = structlog.get_logger("vm_agent.node")
-LOG_SOURCE = web.AppKey("log_source", LogSource)  # type: ignore[type-abstract]
 
 
 def _count(app: web.Application, key: web.AppKey[Any]) -> int:
@@ -104,47 +102,9 @@ async def get_logs(request: web.Request) -> web.Response:
         entries, next_cursor = await request.app[LOG_SOURCE].query(limit, query.get("cursor"), level, since)
     except LogQueryError as exc:
         raise BadRequest(str(exc), code="invalid_parameter") from None
+    except LogSourceUnavailable as exc:
+        raise ServiceUnavailable(f"logs cannot be read right now: {exc}", code="log_source_unavailable") from None
     return web.json_response({"entries": entries, "nextCursor": next_cursor, "source": request.app[LOG_SOURCE].name})
-
-
-async def stream_logs(request: web.Request) -> web.WebSocketResponse:
-    principal = await authenticate(request, kinds={MANAGEMENT})
-    settings = request.app[appkeys.SETTINGS]
-    ws = web.WebSocketResponse(autoping=False, max_msg_size=64 * 1024)
-    request.app[appkeys.AUTH].set_login_cookies(request, ws)
-    await ws.prepare(request)
-    wsutil.track(request.app, ws)
-    log.info("log_stream_opened", user=principal.user_id)
-    last_heard = time.monotonic()
-
-    async def pump() -> None:
-        async for entry in request.app[LOG_SOURCE].follow(settings.log_stream_buffer_size):
-            await ws.send_json(entry)
-
-    async def keepalive() -> None:
-        while True:
-            await asyncio.sleep(settings.log_stream_ping_interval)
-            if time.monotonic() - last_heard > settings.log_stream_pong_timeout:
-                await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"pong timeout")
-                return
-            await ws.ping()
-
-    tasks = [asyncio.create_task(pump()), asyncio.create_task(keepalive())]
-    try:
-        async for message in ws:
-            last_heard = time.monotonic()
-            if message.type == aiohttp.WSMsgType.PING:
-                await ws.pong(message.data)
-            elif message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                pass  # the stream is one-way; anything the client sends only proves it is alive
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        log.info("log_stream_closed", user=principal.user_id)
-    return ws
 
 
 async def _active_workspaces(app: web.Application) -> int:
@@ -171,6 +131,8 @@ async def node_duties(app: web.Application) -> AsyncIterator[None]:
     interval = systemd.watchdog_interval()
     if interval:
         tasks.append(asyncio.create_task(systemd.watchdog_loop(interval), name="watchdog"))
+    for task in tasks:
+        task.add_done_callback(_log_unexpected_end)
     yield
     with contextlib.suppress(NotImplementedError, RuntimeError):
         asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
@@ -179,6 +141,16 @@ async def node_duties(app: web.Application) -> AsyncIterator[None]:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+
+
+def _log_unexpected_end(task: asyncio.Task[Any]) -> None:
+    """These tasks end only when cancelled at shutdown. Any other end is a node that silently
+    stopped heartbeating (or watching its identity, or feeding the watchdog): say so at once,
+    instead of leaving the exception to surface at shutdown, or never."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    log.error("node_task_ended", task=task.get_name(), error=repr(exc) if exc is not None else "returned")
 
 
 def setup(app: web.Application) -> None:

@@ -18,10 +18,12 @@ from vm_agent.workspaces.placement import HOST_WORKSPACE
 CREATING, RUNNING, STOPPED, REBUILDING, ERROR = "creating", "running", "stopped", "rebuilding", "error"
 STATUSES = (CREATING, RUNNING, STOPPED, REBUILDING, ERROR)
 
-WORKSPACE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-_REPO_DIR_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
-_SCP_LIKE_RE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+$")
+# Anchored with \A and \Z, never ^ and $: `$` also matches before a trailing newline, so "x\n"
+# would pass a `.match`. Callers use `fullmatch` anyway; the anchors keep any `.match` honest.
+WORKSPACE_ID_RE = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
+_ENV_KEY_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
+_REPO_DIR_RE = re.compile(r"\A[A-Za-z0-9._-]{1,100}\Z")
+_SCP_LIKE_RE = re.compile(r"\A[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+\Z")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_ENV_ENTRIES = 100
 _MAX_ENV_BYTES = 64 * 1024
@@ -30,7 +32,7 @@ VOLUME_MOUNT = "/workspaces"
 
 
 def validate_workspace_id(value: Any) -> str:
-    if not isinstance(value, str) or not WORKSPACE_ID_RE.match(value):
+    if not isinstance(value, str) or not WORKSPACE_ID_RE.fullmatch(value):
         raise BadRequest(
             "workspace id must be 1-64 characters of letters, digits, '_' and '-'",
             code="invalid_workspace_id",
@@ -56,7 +58,7 @@ def _repository(value: str | None) -> str | None:
         return None
     if value.startswith("-") or any(ch.isspace() for ch in value):
         raise BadRequest("repository is not a git URL", code="invalid_repository")
-    if _SCP_LIKE_RE.match(value):
+    if _SCP_LIKE_RE.fullmatch(value):
         return value
     parts = urlsplit(value)
     if parts.scheme not in ("https", "http", "ssh", "git") or not parts.hostname:
@@ -72,11 +74,11 @@ def _repository(value: str | None) -> str | None:
 
 def repository_dir(repository: str) -> str:
     """The directory under /workspaces a repository is cloned into: its last path segment."""
-    path = repository.rsplit(":", 1)[-1] if _SCP_LIKE_RE.match(repository) else urlsplit(repository).path
+    path = repository.rsplit(":", 1)[-1] if _SCP_LIKE_RE.fullmatch(repository) else urlsplit(repository).path
     name = path.rstrip("/").rsplit("/", 1)[-1]
     if name.endswith(".git"):
         name = name[:-4]
-    if not _REPO_DIR_RE.match(name) or name in (".", ".."):
+    if not _REPO_DIR_RE.fullmatch(name) or name in (".", ".."):
         raise BadRequest("cannot derive a directory name from the repository URL", code="invalid_repository")
     return name
 
@@ -95,7 +97,7 @@ def _env(value: Any) -> dict[str, str]:
         raise BadRequest(f"env must be an object of at most {_MAX_ENV_ENTRIES} string values", code="invalid_request")
     total = 0
     for key, val in value.items():
-        if not _ENV_KEY_RE.match(key) or not isinstance(val, str) or "\x00" in val:
+        if not _ENV_KEY_RE.fullmatch(key) or not isinstance(val, str) or "\x00" in val:
             raise BadRequest(f"env entry {key!r} must be NAME (letters, digits, _) = string", code="invalid_request")
         total += len(key) + len(val)
     if total > _MAX_ENV_BYTES:
