@@ -39,19 +39,32 @@ class CliResult:
     err: str
 
 
-async def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 90) -> CliResult:
-    """`vmagent ARGS` as its own process, the way a user or a script runs it."""
+async def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 90, closed_stdout: bool = False
+) -> CliResult:
+    """`vmagent ARGS` as its own process, the way a user or a script runs it.
+
+    `closed_stdout`: stdout is a pipe whose reader is already gone, as in `vmagent … | true`
+    or `| head -1` once head has its line (`out` is then empty)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("VMAGENT_")}
     full_env.update(env or {})
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "vm_agent.client.cli",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=full_env,
-    )
+    stdout: int = asyncio.subprocess.PIPE
+    if closed_stdout:
+        read_end, stdout = os.pipe()
+        os.close(read_end)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "vm_agent.client.cli",
+            *args,
+            stdout=stdout,
+            stderr=asyncio.subprocess.PIPE,
+            env=full_env,
+        )
+    finally:
+        if closed_stdout:
+            os.close(stdout)
     try:
         async with asyncio.timeout(timeout):
             out, err = await proc.communicate()
@@ -59,7 +72,7 @@ async def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float 
         proc.kill()
         await proc.wait()
         raise
-    return CliResult(proc.returncode or 0, out.decode(), err.decode())
+    return CliResult(proc.returncode or 0, (out or b"").decode(), err.decode())
 
 
 def cli_env(daemon, kind: str = "management", url: str | None = None, **extra: str) -> dict[str, str]:
@@ -72,12 +85,16 @@ def cli_env(daemon, kind: str = "management", url: str | None = None, **extra: s
 
 
 class Relay:
-    """A TCP relay in front of a daemon; `drop()` cuts every connection, as a network blip does."""
+    """A TCP relay in front of a daemon; `drop()` cuts every connection, as a network blip does;
+    `black_hole()` makes the daemon go silent without closing anything."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.port = 0
         self.connections = 0
+        self.open = 0  # client connections open right now
+        self.silent = False
+        self._changed = asyncio.Condition()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task] = set()
@@ -93,6 +110,42 @@ class Relay:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        await self._count(+1)
+        try:
+            if self.silent:
+                await self._swallow(reader, writer)
+            else:
+                await self._relay(reader, writer)
+        finally:
+            await self._count(-1)
+
+    async def _count(self, change: int) -> None:
+        async with self._changed:
+            self.open += change
+            self._changed.notify_all()
+
+    async def wait_open(self, count: int) -> None:
+        """Until exactly `count` client connections are open."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.open == count)
+
+    def black_hole(self) -> None:
+        """From now on nothing gets through, either way, and nothing is closed: a VM that was
+        paused, or a firewall dropping its packets (no FIN or RST ever reaches the client)."""
+        self.silent = True
+
+    async def _swallow(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            while await reader.read(65536):
+                pass
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
@@ -103,6 +156,8 @@ class Relay:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             try:
                 while data := await src.read(65536):
+                    if self.silent:
+                        continue  # read and dropped, as by a firewall: the sender never learns
                     dst.write(data)
                     await dst.drain()
             except (ConnectionError, OSError):
@@ -147,13 +202,23 @@ async def relay_to() -> AsyncIterator:
 
 
 @pytest.fixture
-async def term_daemon(make_daemon, tmp_path, monkeypatch):
-    """A daemon whose terminals run a plain bash in a scratch home directory: an empty HOME, so
-    the login shell does not spend seconds in this machine's own profile."""
+def make_term_daemon(make_daemon, tmp_path, monkeypatch):
+    """`await make_term_daemon(**settings)`: a daemon whose terminals run a plain bash in a
+    scratch home directory: an empty HOME, so the login shell does not spend seconds in this
+    machine's own profile."""
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
-    return await make_daemon(DEFAULT_SHELL="/bin/bash", HOST_WORKSPACE_DIR=str(home))
+
+    async def make(**env: str):
+        return await make_daemon(DEFAULT_SHELL="/bin/bash", HOST_WORKSPACE_DIR=str(home), **env)
+
+    return make
+
+
+@pytest.fixture
+async def term_daemon(make_term_daemon):
+    return await make_term_daemon()
 
 
 FAKE_AGENT = Path(__file__).resolve().parents[1] / "fakes" / "fake_acp_agent.py"

@@ -113,15 +113,15 @@ async def test_queue_verbs_follow_up_abort_and_state(agent_daemon):
 async def test_steer_redirects_the_running_prompt(agent_daemon):
     async with client_for(agent_daemon) as client:
         await client.ensure_session(agent_type="fake-steer")
-        after = await client.send_prompt("sleep 30")
-        events = client.events(after)
+        sent = await client.send_prompt("sleep 30")
+        events = client.events(sent.after)
         async with asyncio.timeout(WAIT):
             async for event in events:
                 if event.text() == "sleeping":  # the first prompt is running now
                     break
         await events.aclose()
         await client.steer("look at the tests instead")
-        result = await client.wait_result(after, WAIT)
+        result = await client.wait_result(sent, WAIT)
     assert result.text == "sleepingsteered: look at the tests instead"
 
 

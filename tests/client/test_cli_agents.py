@@ -93,3 +93,13 @@ async def test_refused_verb_is_one_line(agent_daemon):
     result = await run_cli("follow-up", "", env=env)
     assert result.code == 1 and "Traceback" not in result.err
     assert result.err == "vmagent: follow_up failed: follow_up needs a non-empty message\n"
+
+
+async def test_watch_until_idle_resumed_after_the_last_event_returns_at_once(agent_daemon):
+    env = cli_env(agent_daemon)
+    await run_cli("prompt", "--wait", "echo finished work", env=env)
+    lines = (await run_cli("watch", "--json", "--until-idle", env=env)).out.splitlines()
+    last = [json.loads(line)["seq"] for line in lines if '"seq"' in line][-1]
+    # Resume where the last watch stopped, as the README says: the work is over, nothing comes.
+    resumed = await run_cli("watch", "--until-idle", "--after", str(last), env=env, timeout=10)
+    assert (resumed.code, resumed.out, resumed.err) == (0, "", "")

@@ -33,7 +33,20 @@ TURN = [
     Event(11, {"seq": 11, "jsonrpc": "2.0", "id": 1, "result": {"stopReason": "end_turn"}}),
     Event(12, {"seq": 12, "type": "session_prompt_done", "stopReason": "end_turn"}),
     Event(13, {"seq": 13, "type": "session_gap", "from": 14, "to": 20}),
-    Event(21, {"seq": 21, "type": "agent_crash_report", "recovered": True, "message": "exit 3"}),
+    # the daemon's agent_crash_report, as vm_agent/agents/_runner.py sends it
+    Event(
+        21,
+        {
+            "seq": 21,
+            "type": "agent_crash_report",
+            "agentType": "pi",
+            "promptId": "p2",
+            "exitCode": 3,
+            "error": "agent exited (code 3)",
+            "stderr": "starting\nfatal: provider rejected [REDACTED]\n\n",
+        },
+    ),
+    Event(22, {"seq": 22, "type": "session_prompt_done", "promptId": "p2", "stopReason": "recovered"}),
 ]
 
 
@@ -52,7 +65,8 @@ def test_a_turn_reads_like_a_conversation():
         "All green.",
         "[done: end_turn]",
         "[missed events 14..20: no longer retained]",
-        "[agent crashed, recovered: exit 3]",
+        "[agent crashed: agent exited (code 3); stderr: fatal: provider rejected [REDACTED]]",
+        "[done: recovered]",
     ]
 
 

@@ -21,7 +21,8 @@ from vm_agent.client.errors import (
     UnavailableError,
 )
 from vm_agent.client.events import Event, EventStream
-from vm_agent.client.settling import RunResult, is_idle
+from vm_agent.client.prompts import RunResult, SentPrompt
+from vm_agent.client.settling import is_idle
 from vm_agent.client.swarm import AgentRun, AgentStatus, Swarm
 from vm_agent.client.terminals import RemoteTerminal, TerminalError, TerminalOutput
 from vm_agent.client.tls import TlsConfig, fetch_fingerprint
@@ -45,6 +46,7 @@ __all__ = [
     "RemoteTerminal",
     "RequestTimeout",
     "RunResult",
+    "SentPrompt",
     "Swarm",
     "TerminalError",
     "TerminalOutput",

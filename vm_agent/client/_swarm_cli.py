@@ -12,7 +12,10 @@ import argparse
 import asyncio
 import itertools
 import json
+import re
+import shutil
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,6 +26,27 @@ from vm_agent.client.swarm import AgentRun, AgentStatus, Swarm
 from vm_agent.client.tls import TlsConfig
 
 SPINNER = "|/-\\"
+# Escape sequences (CSI, OSC, two-character ESC x) an agent's reply may contain, then any other
+# control character: either would move the cursor or recolour the table when drawn.
+_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+
+
+def printable(text: str) -> str:
+    """`text` as one line that draws only itself: escape sequences dropped, controls as spaces."""
+    return _CONTROLS.sub(" ", _ESCAPES.sub("", text))
+
+
+def fit(text: str, columns: int) -> str:
+    """The longest start of `text` that fits in `columns` terminal cells (wide CJK and emoji
+    characters take two, combining marks none)."""
+    used = 0
+    for index, char in enumerate(text):
+        width = 0 if unicodedata.combining(char) else 2 if unicodedata.east_asian_width(char) in "WF" else 1
+        if used + width > columns:
+            return text[:index]
+        used += width
+    return text
 
 
 HOSTS_HELP = """hosts file: one host per line, '#' starts a comment
@@ -134,6 +158,10 @@ class LiveTable:
     """Redraws every agent's row in place on a tty; elsewhere prints one line per change."""
 
     def __init__(self, out: TextIO, live: bool, quiet: bool = False) -> None:
+        """`live` redraws rows in place; it moves the cursor up one line per row drawn, which
+        is only right when no row wraps: each row is cut to the terminal's width (read at every
+        redraw, so a resized window is followed), minus one column, because a line that fills
+        the last column leaves some terminals' cursor in a pending-wrap state."""
         self.out = out
         self.live = live
         self.quiet = quiet
@@ -145,20 +173,23 @@ class LiveTable:
         if self.live or self.quiet:
             return  # the ticker redraws, or only the final JSON is wanted
         detail = f" ({run.elapsed:.1f}s)" if run.status is AgentStatus.DONE else ""
-        detail = f": {run.error}" if run.error else detail
+        detail = f": {printable(run.error)}" if run.error else detail
         self.out.write(f"{run.name}: {run.status}{detail}\n")
         self.out.flush()
 
     def row(self, run: AgentRun, spin: str) -> str:
         state = {AgentStatus.WORKING: f"working {spin}", AgentStatus.ERROR: "ERROR"}.get(run.status, str(run.status))
-        first = (run.error or run.text.strip().splitlines()[0] if (run.error or run.text.strip()) else "")[:60]
-        return f"{run.name:<24} {state:<10} {run.elapsed:6.1f}s {run.events:5d} ev  {first}"
+        lines = (run.error or run.text).strip().splitlines()
+        first = printable(lines[0]).strip()[:60] if lines else ""
+        return f"{printable(run.name):<24} {state:<10} {run.elapsed:6.1f}s {run.events:5d} ev  {first}"
 
     def draw(self) -> None:
         spin = next(self._spin)
         done = sum(r.status is AgentStatus.DONE for r in self.runs)
         failed = sum(r.status is AgentStatus.ERROR for r in self.runs)
         lines = [f"swarm: {done}/{len(self.runs)} done, {failed} failed", *(self.row(r, spin) for r in self.runs)]
+        columns = max(1, shutil.get_terminal_size().columns - 1)
+        lines = [fit(line, columns) for line in lines]
         if self._drawn:
             self.out.write(f"\x1b[{self._drawn}F")
         self.out.write("".join(f"\x1b[2K{line}\n" for line in lines))

@@ -10,16 +10,18 @@ same objects here and gets each answer back on the same request instead of polli
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 from vm_agent.client._transport import Transport
-from vm_agent.client.errors import AgentError, ApiError, ConflictError, RequestTimeout
-from vm_agent.client.events import Event, EventStream
-from vm_agent.client.settling import RunResult, Settling, is_idle, last_seq
-from vm_agent.client.terminals import RemoteTerminal
+from vm_agent.client.errors import AgentError, ApiError, ClientError, ConflictError, RequestTimeout
+from vm_agent.client.events import DEFAULT_KEEPALIVE_INTERVAL, MISSED_KEEPALIVES, Event, EventStream
+from vm_agent.client.prompts import PromptReply, RunResult, SentPrompt
+from vm_agent.client.settling import Settling, is_idle, last_seq
+from vm_agent.client.terminals import DEFAULT_MESSAGE_BURST, DEFAULT_MESSAGE_RATE, RemoteTerminal
 from vm_agent.client.tls import TlsConfig
 
 
@@ -32,6 +34,13 @@ class AgentClient:
 
     `workspace` and `session` are the defaults for every call that takes them: most
     coordinators drive one agent session ("main") in the VM's host workspace.
+
+    `keepalive_interval` is the daemon's ACP_PING_INTERVAL: an event stream that stays silent
+    for `MISSED_KEEPALIVES` of them is taken for a dead connection and reconnected (then, after
+    `reconnect_attempts` failures in a row, given up). Set too short for a daemon, it costs only
+    a reconnect now and then, since a connection that works never counts as a failure.
+    `terminal_message_rate`/`_burst` pace what a terminal socket sends, under the daemon's
+    TERMINAL_WS_MESSAGE_RATE/_BURST (it closes a socket that sends faster).
     """
 
     def __init__(
@@ -45,6 +54,9 @@ class AgentClient:
         timeout: float = 30.0,
         name: str | None = None,
         reconnect_attempts: int = 8,
+        keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL,
+        terminal_message_rate: float = DEFAULT_MESSAGE_RATE,
+        terminal_message_burst: int = DEFAULT_MESSAGE_BURST,
     ) -> None:
         if verify is False:
             tls = TlsConfig(insecure=True)
@@ -60,6 +72,9 @@ class AgentClient:
         url = self._t.base_url
         self.name = name or (f"{url.host}:{url.explicit_port}" if url.explicit_port else str(url.host))
         self.reconnect_attempts = reconnect_attempts
+        self.keepalive_interval = keepalive_interval
+        self.terminal_message_rate = terminal_message_rate
+        self.terminal_message_burst = terminal_message_burst
         # Called with every event `wait_result` reads (progress displays); must not block.
         self.on_event: Callable[[Event], None] | None = None
 
@@ -224,7 +239,13 @@ class AgentClient:
     def events(self, after: int = 0, *, session: str | None = None, workspace: str | None = None) -> EventStream:
         """History after `after` then live events; reconnects and resumes without duplicates."""
         path = f"{self._session_path(session, workspace)}/events"
-        return EventStream(self._t, path, after, reconnect_attempts=self.reconnect_attempts)
+        return EventStream(
+            self._t,
+            path,
+            after,
+            reconnect_attempts=self.reconnect_attempts,
+            read_timeout=MISSED_KEEPALIVES * self.keepalive_interval,
+        )
 
     async def wait_idle(
         self, timeout_s: float | None = None, *, session: str | None = None, workspace: str | None = None
@@ -248,61 +269,67 @@ class AgentClient:
             raise RequestTimeout(f"{self.name}: session did not become idle within {timeout_s:g}s") from None
         raise RequestTimeout(f"{self.name}: event stream ended before the session became idle")
 
-    async def send_prompt(self, text: str, *, session: str | None = None, workspace: str | None = None) -> int:
-        """Make sure the session exists, prompt it, and return the seq to read its events from.
+    async def send_prompt(self, text: str, *, session: str | None = None, workspace: str | None = None) -> SentPrompt:
+        """Make sure the session exists, prompt it, and say where its events start and its id.
 
         The seq is taken before the prompt is sent, so nothing the prompt produces can be
-        missed, however fast the agent is.
+        missed, however fast the agent is; the id picks its events out of everyone else's.
         """
         where = {"session": session, "workspace": workspace}
         await self.ensure_session(session, workspace=workspace)
         after = last_seq(await self.get_state(**where))
-        await self.prompt(text, **where)
-        return after
+        answer = await self.prompt(text, **where)
+        return SentPrompt.from_answer(after, answer)
 
     async def wait_result(
-        self, after: int, timeout_s: float | None = None, *, session: str | None = None, workspace: str | None = None
+        self,
+        sent: SentPrompt | int,
+        timeout_s: float | None = None,
+        *,
+        session: str | None = None,
+        workspace: str | None = None,
     ) -> RunResult:
-        """Read events after `after` until the session settles; the reply is the last turn's text."""
+        """Read events until the prompt `sent` has finished; the reply is its own turn's text.
+
+        It ends at that prompt's `session_prompt_done`, whatever runs or is queued before or
+        after it. Given a bare seq (or a daemon that sends no prompt ids) there is no prompt to
+        follow: it waits until the session settles and takes the last turn's text.
+        """
+        if isinstance(sent, int):
+            sent = SentPrompt(sent)
         where = {"session": session, "workspace": workspace}
-        turn: list[str] = []
-        stop_reason: str | None = None
-        error: str | None = None
-        events = self.events(after, **where)
-        settled = Settling(lambda: self.get_state(**where))
+        reply = PromptReply(sent.prompt_id)
+        events = self.events(sent.after, **where)
+        settled = Settling(lambda: self.get_state(**where)) if sent.prompt_id is None else None
         try:
             async with asyncio.timeout(timeout_s):
                 async for event in events:
-                    kind = event.kind
-                    if kind == "session_prompting":
-                        turn, stop_reason, error = [], None, None
-                    elif kind == "prompt_result":
-                        stop_reason = (event.data.get("result") or {}).get("stopReason")
-                    elif kind == "prompt_error":
-                        error = str((event.data.get("error") or {}).get("message") or "prompt failed")
-                    elif kind == "session_prompt_done" and event.data.get("error"):
-                        error = str(event.data["error"])
-                    elif kind == "agent_status" and event.data.get("status") == "error":
-                        error = str(event.data.get("error") or "agent error")
-                    elif kind == "agent_crash_report" and not event.data.get("recovered"):
-                        error = str(event.data.get("message") or "agent crashed")
-                    turn.append(event.text())
+                    finished = reply.feed(event)
                     if self.on_event is not None:
                         self.on_event(event)
-                    if await settled.check(event):
-                        return RunResult("".join(turn), stop_reason, settled.state, error)
+                    if settled is not None and await settled.check(event):
+                        return reply.result(settled.state)
+                    if finished:
+                        return reply.result(await self._state_after(where))
         except TimeoutError:
             raise RequestTimeout(f"{self.name}: prompt did not finish within {timeout_s:g}s") from None
         finally:
             await events.aclose()
         raise RequestTimeout(f"{self.name}: event stream ended before the prompt finished")
 
+    async def _state_after(self, where: dict[str, Any]) -> dict[str, Any]:
+        """The session's state once the prompt is over, for `RunResult.state`; the prompt's
+        outcome is already known, so failing to read it must not turn into a failed prompt."""
+        with contextlib.suppress(ClientError):
+            return await self.get_state(**where)
+        return {}
+
     async def run(
         self, text: str, timeout_s: float | None = None, *, session: str | None = None, workspace: str | None = None
     ) -> RunResult:
-        """Prompt and wait until the session settles: `send_prompt` then `wait_result`."""
-        after = await self.send_prompt(text, session=session, workspace=workspace)
-        return await self.wait_result(after, timeout_s, session=session, workspace=workspace)
+        """Prompt and wait until that prompt has finished: `send_prompt` then `wait_result`."""
+        sent = await self.send_prompt(text, session=session, workspace=workspace)
+        return await self.wait_result(sent, timeout_s, session=session, workspace=workspace)
 
     # --- terminals --------------------------------------------------------------------------
 
@@ -317,9 +344,7 @@ class AgentClient:
         workspace: str | None = None,
     ) -> RemoteTerminal:
         """Create a new terminal session (id chosen here when not given) and connect to it."""
-        term = RemoteTerminal(
-            self._t, session_id or f"vmagent-{secrets.token_hex(4)}", rows=rows, cols=cols, workspace=workspace
-        )
+        term = self._terminal(session_id or f"vmagent-{secrets.token_hex(4)}", rows, cols, workspace)
         await term.create(name=name, work_dir=work_dir)
         return term
 
@@ -333,13 +358,24 @@ class AgentClient:
         workspace: str | None = None,
     ) -> RemoteTerminal:
         """Attach to a running session; `offset` replays from that byte on (None: all retained)."""
-        term = RemoteTerminal(self._t, session_id, rows=rows, cols=cols, workspace=workspace)
+        term = self._terminal(session_id, rows, cols, workspace)
         await term.attach(offset)
         return term
 
+    def _terminal(self, session_id: str, rows: int, cols: int, workspace: str | None) -> RemoteTerminal:
+        return RemoteTerminal(
+            self._t,
+            session_id,
+            rows=rows,
+            cols=cols,
+            workspace=workspace,
+            message_rate=self.terminal_message_rate,
+            message_burst=self.terminal_message_burst,
+        )
+
     async def list_terminals(self, *, workspace: str | None = None) -> list[dict[str, Any]]:
         """The caller's terminal sessions (over a short-lived socket, as the contract offers)."""
-        term = RemoteTerminal(self._t, "", rows=24, cols=80, workspace=workspace)
+        term = self._terminal("", 24, 80, workspace)
         await term._connect()
         try:
             await term._send({"type": "list_sessions"})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,9 +21,9 @@ from vm_agent.client import _swarm_cli
 from vm_agent.client._options import _env, client_from
 from vm_agent.client._render import render_health, render_info, render_logs, render_mapping, render_table
 from vm_agent.client._transport import parse_base_url
-from vm_agent.client.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ClientError, ConfigError
+from vm_agent.client.errors import EXIT_BROKEN_PIPE, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ClientError, ConfigError
 from vm_agent.client.formatting import EventPrinter
-from vm_agent.client.settling import Settling, is_idle
+from vm_agent.client.settling import Settling, is_idle, last_seq
 from vm_agent.client.terminal import DEFAULT_DETACH_KEY, InteractiveTerminal, parse_detach_key
 from vm_agent.client.tls import fetch_fingerprint, format_fingerprint
 
@@ -84,13 +85,15 @@ async def cmd_prompt(args: argparse.Namespace) -> int:
         printer = EventPrinter(sys.stdout, json_lines=args.json, color=sys.stdout.isatty())
         if args.follow:
             client.on_event = printer.print
-        after = await client.send_prompt(text)
-        result = await client.wait_result(after, args.wait_timeout)
+        sent = await client.send_prompt(text)
+        result = await client.wait_result(sent, args.wait_timeout)
         printer.finish()
         if args.wait and not args.follow:
-            emit(args, {"text": result.text, "stopReason": result.stop_reason, "error": result.error}, result.text)
-    if result.error:
-        print(f"vmagent: agent failed: {result.error}", file=sys.stderr)
+            answer = {"text": result.text, "stopReason": result.stop_reason, "error": result.failure}
+            emit(args, answer | {"promptId": result.prompt_id}, result.text)
+    if result.failure:
+        reason = f"agent failed: {result.error}" if result.error else result.failure
+        print(f"vmagent: {reason}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
 
@@ -133,16 +136,23 @@ async def cmd_wait(args: argparse.Namespace) -> int:
 async def cmd_watch(args: argparse.Namespace) -> int:
     printer = EventPrinter(sys.stdout, json_lines=args.json, color=sys.stdout.isatty())
     async with client_from(args) as client:
-        events = client.events(args.after)
         settled = Settling(client.get_state)
+        if args.until_idle:
+            # Settling otherwise only looks at the state when a settling event arrives; resuming
+            # after the last event of finished work, none ever would.
+            state = await client.get_state()
+            if is_idle(state) and last_seq(state) <= args.after:
+                return EXIT_OK
+            settled.seed(state)
+        events = client.events(args.after)
         try:
             async for event in events:
                 printer.print(event)
                 if args.until_idle and await settled.check(event):
                     break
         finally:
-            printer.finish()
             await events.aclose()
+            printer.finish()
     return EXIT_OK
 
 
@@ -221,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vmagent",
         description="Drive vm-agent daemons: agents, terminals, swarms.",
         epilog="exit codes: 0 ok, 1 failed, 2 usage or configuration, 3 unreachable or TLS mismatch, "
-        "4 token refused, 130 interrupted",
+        "4 token refused, 130 interrupted, 141 stdout closed by its reader",
     )
     _common(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -276,10 +286,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; its exit code (see `vm_agent.client.errors` and the epilog).
+
+    When whoever reads stdout stops reading (`vmagent watch --json | head -1`), the output is
+    simply cut short, as for any Unix tool: no traceback, exit code 141, the status a shell
+    shows for a program killed by SIGPIPE, so a `set -o pipefail` script can still tell that
+    the output was truncated. stdout is pointed at /dev/null first, so that the flush at exit
+    does not fail a second time.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "ws_action", None) not in (None, "list") and not args.id:
         parser.error(f"workspaces {args.ws_action} needs a workspace id")
+    try:
+        code = _run(args)
+        sys.stdout.flush()  # here, not at exit, so that a reader that went away is handled below
+        return code
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command's exit code; every failure it can meet becomes one line on stderr."""
     try:
         return asyncio.run(args.func(args))
     except ClientError as exc:

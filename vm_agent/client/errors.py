@@ -15,6 +15,7 @@ EXIT_FAILURE = 1  # the operation ran and failed (server error, agent error, tim
 EXIT_USAGE = 2  # bad arguments or configuration (argparse uses 2 as well)
 EXIT_UNREACHABLE = 3  # cannot connect: DNS, refused, TLS verification or fingerprint mismatch
 EXIT_AUTH = 4  # the server rejected the token (401) or its scope (403)
+EXIT_BROKEN_PIPE = 141  # stdout's reader went away (`| head -1`): 128 + SIGPIPE, as a shell shows for `yes`
 
 
 class ClientError(Exception):

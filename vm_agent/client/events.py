@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
+
 from vm_agent.client._transport import Transport, translated_errors
 from vm_agent.client.errors import ClientError, ConnectionFailed, ProtocolError, RequestTimeout, UnavailableError
 
@@ -23,6 +25,11 @@ from vm_agent.client.errors import ClientError, ConnectionFailed, ProtocolError,
 RECONNECT_PREAMBLE = frozenset({"session_state", "session_replay_complete"})
 # An SSE line (one JSON event) can be megabytes: a tool result, a file the agent read.
 MAX_EVENT_BYTES = 64 * 1024 * 1024
+# The daemon writes `: keepalive` on an idle stream every ACP_PING_INTERVAL (default 30 s).
+DEFAULT_KEEPALIVE_INTERVAL = 30.0
+# Keepalives that may go missing before a silent stream counts as dead: one late keepalive is a
+# busy VM, three in a row is a VM that was paused, deleted or cut off without a FIN or RST.
+MISSED_KEEPALIVES = 3
 
 
 @dataclass(frozen=True)
@@ -137,8 +144,15 @@ class EventStream:
     never sees a reconnect. When the daemon itself restarted (its numbering begins again), the
     stream yields one `session_restarted` event and replays the new history from its start.
     `reconnect_attempts` consecutive failures (with backoff doubling from `backoff` up to
-    `max_backoff`) end the iteration with `ConnectionFailed`; any successful connection resets the
-    count. Errors that retrying cannot fix (bad token, no such session) are raised at once.
+    `max_backoff`) end the iteration with `ConnectionFailed`. A connection that was opened and
+    read its preamble (or delivered an event) was a success, so the count starts again when it
+    ends: the daemon may end an idle stream at any time (it used to after every keepalive), and
+    an agent that works silently for an hour must not look like an unreachable daemon.
+    Errors that retrying cannot fix (bad token, no such session) are raised at once.
+
+    Nothing read for `read_timeout` seconds (default: `MISSED_KEEPALIVES` keepalive intervals)
+    is a dead connection, handled like any other failure: a VM that vanishes without closing
+    its sockets must fail the wait, not hang it forever.
     """
 
     def __init__(
@@ -150,6 +164,7 @@ class EventStream:
         reconnect_attempts: int = 8,
         backoff: float = 0.2,
         max_backoff: float = 5.0,
+        read_timeout: float = MISSED_KEEPALIVES * DEFAULT_KEEPALIVE_INTERVAL,
     ) -> None:
         self._transport = transport
         self._path = path
@@ -158,6 +173,8 @@ class EventStream:
         self._attempts = reconnect_attempts
         self._backoff = backoff
         self._max_backoff = max_backoff
+        self._read_timeout = read_timeout
+        self._progressed = False  # the current connection read its preamble or a new event
         self._iterator: AsyncIterator[Event] | None = None
         self._connections = 0
         self._last_data: dict[str, Any] | None = None
@@ -177,19 +194,19 @@ class EventStream:
     async def _run(self) -> AsyncIterator[Event]:
         failures = 0
         while True:
+            self._progressed = False
             try:
                 async with contextlib.aclosing(self._connect_once()) as connection:
                     async for event in connection:
-                        failures = 0
                         yield event
-                # The daemon ended the stream (it shut down or the session was deleted): resume.
-                failures += 1
+                # The daemon ended the stream (idle, shutting down, session deleted): resume.
                 error: ClientError = ConnectionFailed(f"event stream of {self._transport.where} ended")
             except _HistoryRestarted:
                 continue  # reconnect at once, from seq 0
             except (ConnectionFailed, RequestTimeout, UnavailableError) as exc:
-                failures += 1
                 error = exc
+            # Only connections that got nowhere count against the limit (see the class docstring).
+            failures = 1 if self._progressed else failures + 1
             if failures > self._attempts:
                 raise error
             self.reconnects += 1
@@ -205,6 +222,23 @@ class EventStream:
         """The daemon's newest seq is older than ours: its history is not the one we read."""
         return isinstance(newest, int) and newest < self.last_seq
 
+    async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The next bytes of the stream; silence past the deadline is a dead connection.
+
+        TCP alone never notices a peer that stopped answering (a paused or deleted VM, a
+        firewall dropping packets): the read would wait forever. The daemon's keepalives make
+        silence meaningful, so a few missed ones end this connection and the reconnect logic
+        decides whether the daemon is still there."""
+        try:
+            async with asyncio.timeout(self._read_timeout):
+                with translated_errors(self._transport.where):
+                    return await resp.content.readany()
+        except TimeoutError:
+            resp.close()  # abort: a graceful TLS close would wait on the silent peer too
+            raise ConnectionFailed(
+                f"{self._transport.where} sent nothing for {self._read_timeout:g}s, not even a keepalive"
+            ) from None
+
     async def _connect_once(self) -> AsyncIterator[Event]:
         # Ask for one event we already have and compare it: identical means the same history
         # goes on; different means the daemon restarted and reused the numbers.
@@ -218,12 +252,13 @@ class EventStream:
         first = self._connections == 1
         async with self._transport.stream(self._path, params={"after": after}, headers=headers) as resp:
             while True:
-                with translated_errors(self._transport.where):
-                    chunk = await resp.content.readany()
+                chunk = await self._read(resp)
                 if not chunk:
                     return
                 for sse_id, _event_name, data in parser.feed(chunk):
                     event = _event_from(sse_id, data)
+                    if event.kind == "session_replay_complete":
+                        self._progressed = True  # the connection works: opened, preamble read
                     if event.seq is not None:
                         if overlap is not None and event.seq == self.last_seq:
                             same, overlap = event.data == overlap, None
@@ -235,6 +270,7 @@ class EventStream:
                         if event.seq <= self.last_seq:
                             continue  # already delivered before the reconnect
                         self.last_seq, self._last_data = event.seq, event.data
+                        self._progressed = True
                     elif event.kind == "session_state" and self._behind(event.data.get("lastSeq")):
                         yield self._restart()
                         raise _HistoryRestarted

@@ -12,6 +12,7 @@ import json
 from typing import Any, TextIO
 
 from vm_agent.client.events import Event
+from vm_agent.client.prompts import crash_detail
 
 _DIM, _BOLD, _RED, _RESET = "\x1b[2m", "\x1b[1m", "\x1b[31m", "\x1b[0m"
 
@@ -69,8 +70,11 @@ def describe(event: Event) -> tuple[str, str] | None:
         error = f": {data['error']}" if data.get("error") else ""
         return ("error" if data.get("status") == "error" else "info"), f"[agent {data.get('status')}{error}]"
     if kind == "agent_crash_report":
-        recovered = "recovered" if data.get("recovered") else "not recovered"
-        return "error", f"[agent crashed, {recovered}: {data.get('message', '')}]"
+        # Whether the daemon recovers is not known yet: the prompt's `[done: recovered]` (or its
+        # failure) says so next. The last line of the agent's (redacted) stderr is usually the why.
+        stderr = [line for line in str(data.get("stderr") or "").splitlines() if line.strip()]
+        last_words = f"; stderr: {stderr[-1].strip()[:200]}" if stderr else ""
+        return "error", f"[agent crashed: {crash_detail(data)}{last_words}]"
     if kind == "prompt_retry":
         detail = ", ".join(f"{k}={v}" for k, v in data.items() if k not in ("type", "seq"))
         return "info", f"[retrying: {detail}]"

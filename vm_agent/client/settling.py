@@ -8,7 +8,6 @@ while the last chunks of text are still in flight.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from vm_agent.client.events import Event
@@ -40,16 +39,6 @@ def is_idle(state: dict[str, Any]) -> bool:
     return str(state.get("status", "idle")) not in BUSY_STATUSES and queue_length(state) == 0
 
 
-@dataclass
-class RunResult:
-    """What one prompt produced: the assistant's final reply text and how the turn ended."""
-
-    text: str
-    stop_reason: str | None
-    state: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-
-
 def last_seq(state: dict[str, Any]) -> int:
     """The seq of the newest event the session had when `state` was read (0: read everything)."""
     seq = state.get("lastSeq", (state.get("counts") or {}).get("messages"))
@@ -68,6 +57,13 @@ class Settling:
         self._get_state = get_state
         self._idle_at: int | None = None
         self.state: dict[str, Any] = {}
+
+    def seed(self, state: dict[str, Any]) -> None:
+        """Start from a state read before the events: a session already idle then is settled as
+        soon as the events up to that state's last seq are read, even if no settling event
+        comes after them (resuming `watch --until-idle --after N` of finished work)."""
+        if is_idle(state):
+            self.state, self._idle_at = state, last_seq(state)
 
     async def check(self, event: Event) -> bool:
         if self._idle_at is None and event.kind in SETTLING_EVENTS:

@@ -128,16 +128,21 @@ class Swarm:
         run.task, run.text, run.error, run.events, run.finished_at = task, "", None, 0, None
         run.started_at = time.monotonic()
 
-        def count(_event: Event) -> None:
+        # The caller's own event hook (a progress display, a log) keeps working during the run.
+        chained = run.client.on_event
+
+        def count(event: Event) -> None:
             run.events += 1
+            if chained is not None:
+                chained(event)
 
         run.client.on_event = count
         try:
             async with asyncio.timeout(timeout_s):
                 async with self._limit:
-                    after = await run.client.send_prompt(task)
+                    sent = await run.client.send_prompt(task)
                 self._set(run, AgentStatus.WORKING)
-                result = await run.client.wait_result(after)
+                result = await run.client.wait_result(sent)
         except TimeoutError:
             self._set(run, AgentStatus.ERROR, error=f"timed out after {timeout_s:g}s")
         except ClientError as exc:
@@ -145,14 +150,13 @@ class Swarm:
         except Exception as exc:  # one broken VM must never stop the others
             self._set(run, AgentStatus.ERROR, error=f"{type(exc).__name__}: {exc}")
         else:
-            if result.error:
-                self._set(run, AgentStatus.ERROR, error=result.error, text=result.text)
-            elif result.stop_reason == "cancelled":  # aborted or the daemon shut down: the task is not done
-                self._set(run, AgentStatus.ERROR, error="the prompt was cancelled", text=result.text)
+            if result.failure:  # an error, or cancelled (aborted, daemon shut down): the task is not done
+                failed = {"error": result.failure, "text": result.text, "stop_reason": result.stop_reason}
+                self._set(run, AgentStatus.ERROR, **failed)
             else:
                 self._set(run, AgentStatus.DONE, text=result.text, stop_reason=result.stop_reason)
         finally:
-            run.client.on_event = None
+            run.client.on_event = chained
 
     async def broadcast(self, command: str, message: str | None = None) -> dict[str, dict[str, Any] | ClientError]:
         """Send one RPC verb (steer, follow_up, abort, ...) to every agent; errors come back, not raised."""

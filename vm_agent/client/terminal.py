@@ -20,7 +20,7 @@ import tty
 
 from vm_agent.client.api import AgentClient
 from vm_agent.client.errors import ClientError, ConnectionFailed, RequestTimeout
-from vm_agent.client.terminals import RemoteTerminal, TerminalError
+from vm_agent.client.terminals import RemoteTerminal, TerminalError, split_input
 
 DEFAULT_DETACH_KEY = "^]"
 INPUT_QUEUE_CHUNKS = 1024  # ~4 MiB of typed/pasted input held while reconnecting
@@ -175,14 +175,17 @@ class InteractiveTerminal:
                 self._input.task_done()
 
     async def _send_input(self, text: str) -> None:
-        while text:
-            await self._connected.wait()
-            assert self._term is not None
-            try:
-                await self._term.send(text)
-                return
-            except ConnectionFailed:
-                self._connected.clear()  # the output side notices too and reconnects
+        # Piece by piece (each is one frame), so a connection lost halfway through a paste
+        # resends only the piece that failed, not the ones the session already has.
+        for piece in split_input(text):
+            while True:
+                await self._connected.wait()
+                assert self._term is not None
+                try:
+                    await self._term.send(piece)
+                    break
+                except ConnectionFailed:
+                    self._connected.clear()  # the output side notices too and reconnects
 
     async def _pump_output(self, term: RemoteTerminal) -> None:
         while True:

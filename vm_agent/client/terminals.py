@@ -21,6 +21,64 @@ import aiohttp
 from vm_agent.client._transport import Transport, translated_errors
 from vm_agent.client.errors import ClientError, ConnectionFailed, ProtocolError, RequestTimeout
 
+# The daemon closes a socket whose inbound message exceeds TERMINAL_WS_MAX_MESSAGE_BYTES (64 KiB,
+# close code 1009). Input is sent in frames of at most this many bytes of JSON-escaped text,
+# well under the limit with the envelope (type, a session id of up to 128 characters) added.
+MAX_INPUT_FRAME_BYTES = 16 * 1024
+# The daemon closes a socket that sends faster than TERMINAL_WS_MESSAGE_RATE messages a second
+# beyond bursts of TERMINAL_WS_MESSAGE_BURST (defaults 500 and 1000, close code 1008). Pacing at
+# half the rate with a tenth of the burst stays clear of it with margin for network jitter
+# (frames that queue up in the network arrive closer together than they were sent) and
+# still moves 4 MB/s of pasted input.
+DEFAULT_MESSAGE_RATE = 250.0
+DEFAULT_MESSAGE_BURST = 100
+
+
+def split_input(text: str, limit: int = MAX_INPUT_FRAME_BYTES) -> list[str]:
+    """`text` cut into pieces whose JSON-escaped form is at most `limit` bytes each.
+
+    Cuts fall between characters (code points), never inside one, and what is measured is the
+    escaped text as it goes on the wire: a control character or a non-ASCII character takes six
+    or twelve bytes there, so a piece of 16 Ki characters can be six times 16 KiB.
+    """
+    pieces: list[str] = []
+    pos = 0
+    while pos < len(text):
+        count = min(len(text) - pos, limit)  # every character is at least one byte on the wire
+        while count > 1:
+            size = len(json.dumps(text[pos : pos + count]))  # ASCII-only: characters are bytes
+            if size <= limit:
+                break
+            count = max(1, min(count - 1, count * limit // size))
+        pieces.append(text[pos : pos + count])
+        pos += count
+    return pieces
+
+
+class _Pacer:
+    """The client's side of the daemon's per-socket token bucket: waits instead of being cut off.
+
+    Tokens may go negative: each caller reserves its message at once and sleeps off the debt,
+    so concurrent senders (input and a resize) queue up fairly without a lock.
+    """
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, float(burst))
+        self.tokens = self.capacity
+        self._last: float | None = None
+
+    async def take(self) -> None:
+        if self.rate <= 0:
+            return  # unlimited, as on the daemon
+        now = asyncio.get_running_loop().time()
+        if self._last is not None:
+            self.tokens = min(self.capacity, self.tokens + (now - self._last) * self.rate)
+        self._last = now
+        self.tokens -= 1
+        if self.tokens < 0:
+            await asyncio.sleep(-self.tokens / self.rate)
+
 
 @dataclass(frozen=True)
 class TerminalOutput:
@@ -44,7 +102,17 @@ class TerminalError(ClientError):
 class RemoteTerminal:
     """One terminal session: open or attach, send input, resize, iterate output, resume."""
 
-    def __init__(self, transport: Transport, session_id: str, *, rows: int, cols: int, workspace: str | None):
+    def __init__(
+        self,
+        transport: Transport,
+        session_id: str,
+        *,
+        rows: int,
+        cols: int,
+        workspace: str | None,
+        message_rate: float = DEFAULT_MESSAGE_RATE,
+        message_burst: int = DEFAULT_MESSAGE_BURST,
+    ) -> None:
         self._transport = transport
         self.session_id = session_id
         self.rows, self.cols = rows, cols
@@ -56,6 +124,8 @@ class RemoteTerminal:
         self.info: dict[str, Any] = {}
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._pending: deque[dict[str, Any]] = deque()
+        self._message_rate, self._message_burst = message_rate, message_burst
+        self._pacer = _Pacer(message_rate, message_burst)
 
     @property
     def connected(self) -> bool:
@@ -69,29 +139,40 @@ class RemoteTerminal:
     async def _connect(self) -> None:
         await self.detach()
         self._pending.clear()
+        self._pacer = _Pacer(self._message_rate, self._message_burst)  # the daemon's bucket is per socket
         params = {"workspace": self.workspace} if self.workspace else None
         self._ws = await self._transport.websocket("/terminal/ws/multi", params)
 
-    async def create(self, *, name: str | None = None, work_dir: str | None = None) -> None:
+    async def _request(self, message: dict[str, Any], answer: str) -> dict[str, Any]:
+        """Open a socket, send one request, return its answer; a refusal closes the socket.
+
+        The socket exists only for this session: when the daemon says no (no such session, the
+        id is taken) nobody else will ever use or close it, and a coordinator that probes
+        terminals would pile up one open TLS connection per refusal."""
         await self._connect()
+        try:
+            await self._send(message)
+            return await self._await_answer(answer)
+        except BaseException:
+            await self.detach()
+            raise
+
+    async def create(self, *, name: str | None = None, work_dir: str | None = None) -> None:
         data: dict[str, Any] = {"sessionId": self.session_id, "rows": self.rows, "cols": self.cols}
         if name:
             data["name"] = name
         if work_dir:
             data["workDir"] = work_dir
-        await self._send({"type": "create_session", "data": data})
-        answer = await self._await_answer("session_created")
+        answer = await self._request({"type": "create_session", "data": data}, "session_created")
         self.info = answer.get("data") or {}
         self.next_offset = 0
 
     async def attach(self, offset: int | None = None) -> None:
         """Reattach; with `offset`, the replay starts exactly there (None: everything retained)."""
-        await self._connect()
         data: dict[str, Any] = {"sessionId": self.session_id, "rows": self.rows, "cols": self.cols}
         if offset is not None:
             data["offset"] = offset
-        await self._send({"type": "reattach_session", "data": data})
-        answer = await self._await_answer("session_reattached")
+        answer = await self._request({"type": "reattach_session", "data": data}, "session_reattached")
         self.info = answer.get("data") or {}
 
     async def reconnect(self) -> None:
@@ -99,7 +180,11 @@ class RemoteTerminal:
         await self.attach(self.next_offset)
 
     async def send(self, text: str) -> None:
-        await self._send({"type": "input", "sessionId": self.session_id, "data": {"data": text}})
+        """Type `text` into the session, in frames the daemon accepts (see `split_input`), paced
+        for its rate limit: a pasted file or a long heredoc arrives whole instead of getting the
+        socket closed. A dropped connection raises `ConnectionFailed` (frames before it were sent)."""
+        for piece in split_input(text):
+            await self._send({"type": "input", "sessionId": self.session_id, "data": {"data": piece}})
 
     async def resize(self, rows: int, cols: int) -> None:
         self.rows, self.cols = rows, cols
@@ -129,10 +214,16 @@ class RemoteTerminal:
                 yield chunk
 
     async def _send(self, message: dict[str, Any]) -> None:
+        self._check_open()
+        await self._pacer.take()
+        ws = self._check_open()  # again: the socket may have been dropped or replaced meanwhile
+        with translated_errors(self._transport.where):
+            await ws.send_str(json.dumps(message))
+
+    def _check_open(self) -> aiohttp.ClientWebSocketResponse:
         if self._ws is None or self._ws.closed:
             raise ConnectionFailed(f"terminal connection to {self._transport.where} is closed")
-        with translated_errors(self._transport.where):
-            await self._ws.send_str(json.dumps(message))
+        return self._ws
 
     async def _receive(self) -> dict[str, Any]:
         if self._ws is None:
