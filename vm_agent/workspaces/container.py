@@ -30,7 +30,7 @@ from vm_agent.workspaces.placement import Command, resolve_workdir
 # docker exec -it would otherwise swallow Ctrl-P (its default detach sequence is Ctrl-P Ctrl-Q),
 # which shells use for history. Ctrl-] twice is what nobody types on purpose.
 DETACH_KEYS = "ctrl-],ctrl-]"
-_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 # In the container, before the program: note our PID ($0 is the pid file), then become it.
 _RECORD_PID = '{ echo $$ > "$0"; } 2>/dev/null; exec "$@"'
@@ -106,7 +106,7 @@ def write_env_file(secret_env: Mapping[str, str]) -> str:
     """Write `KEY=value` lines to a new 0600 file on tmpfs; returns its path."""
     lines = []
     for key, value in secret_env.items():
-        if not _ENV_KEY_RE.match(key) or "\n" in value or "\r" in value or "\x00" in value:
+        if not _ENV_KEY_RE.fullmatch(key) or "\n" in value or "\r" in value or "\x00" in value:
             # docker's env-file format is one line per variable with no quoting.
             raise ValueError(f"secret env {key!r} cannot be passed through an env file")
         lines.append(f"{key}={value}\n")

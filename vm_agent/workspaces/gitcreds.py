@@ -94,8 +94,10 @@ NO_GIT_EXIT = 127
 
 # One `docker exec` does all git setup (each exec costs tens of milliseconds): identity, the
 # credential helper, then the clone. Values arrive as positional parameters, never spliced
-# into the script. A clone cut short (daemon restarted mid-clone) leaves a directory git does
-# not recognise as a repository: it is removed and cloned again rather than wedging rebuilds.
+# into the script. The clone lands in a directory of its own and is renamed into place once
+# complete: a clone cut short (the daemon restarted mid-create) may already have written HEAD,
+# and must neither pass for a finished one when the create resumes nor wedge it. The exec of an
+# interrupted clone can still be running, hence a directory per attempt.
 _SETUP_SCRIPT = """set -e
 command -v git >/dev/null 2>&1 || exit {no_git}
 git config --global credential.helper "$1"
@@ -103,8 +105,10 @@ git config --global credential.helper "$1"
 [ -z "$3" ] || git config --global user.email "$3"
 [ -n "$4" ] || exit 0
 if git -C "{workdir}" rev-parse --verify HEAD >/dev/null 2>&1; then exit 0; fi
+rm -rf "{workdir}" "{workdir}".cloning.*
+git clone --branch "$5" -- "$4" "{workdir}.cloning.$$"
 rm -rf "{workdir}"
-exec git clone --branch "$5" -- "$4" "{workdir}"
+mv "{workdir}.cloning.$$" "{workdir}"
 """
 
 
