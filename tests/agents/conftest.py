@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,21 +14,54 @@ import aiohttp
 import pytest
 
 FAKE_AGENT = Path(__file__).resolve().parents[1] / "fakes" / "fake_acp_agent.py"
+PIDFILE = "agent-pids"
 WAIT = 15.0
 
 
 def agents_file(directory: Path, state: Path) -> Path:
-    """An AGENTS_CONFIG with the fake agent as `fake` (and `fake-steer`, which advertises steering)."""
+    """An AGENTS_CONFIG with the fake agent as `fake` (and `fake-steer`, which advertises steering).
+
+    Every fake agent appends its pid to `agent_pids(directory)`."""
     command = [sys.executable, str(FAKE_AGENT)]
+    pids = {"FAKE_ACP_PIDFILE": str(directory / PIDFILE)}
     path = directory / "agents.json"
     path.write_text(json.dumps({"agents": {
-        "fake": {"command": command, "env": {"FAKE_ACP_STATE": str(state)}},
-        "fake-steer": {"command": command, "env": {"FAKE_ACP_STATE": str(state), "FAKE_ACP_STEERING": "1"}},
-        "fake-noload": {"command": command, "env": {"FAKE_ACP_NO_LOAD": "1"}},
-        "fake-slow": {"command": command, "env": {"FAKE_ACP_INIT_DELAY": "30"}},
+        "fake": {"command": command, "env": {"FAKE_ACP_STATE": str(state), **pids}},
+        "fake-steer": {"command": command, "env": {"FAKE_ACP_STATE": str(state), "FAKE_ACP_STEERING": "1", **pids}},
+        "fake-noload": {"command": command, "env": {"FAKE_ACP_NO_LOAD": "1", **pids}},
+        "fake-slow": {"command": command, "env": {"FAKE_ACP_INIT_DELAY": "30", **pids}},
         "missing": {"command": ["/nonexistent/agent-binary"], "installHint": "install it"},
     }}))
     return path
+
+
+def agent_pids(directory: Path) -> list[int]:
+    """Every fake agent process started with `agents_file(directory, ...)`, oldest first."""
+    path = directory / PIDFILE
+    return [int(line) for line in path.read_text().split()] if path.exists() else []
+
+
+def pid_alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def until(condition: Callable[[], bool | Awaitable[bool]], timeout: float = WAIT,
+                interval: float = 0.02) -> None:
+    """Wait for an outside-world condition that offers nothing to await (a process exits, the
+    store holds a value): `condition` is polled, and may be a coroutine function."""
+    async with asyncio.timeout(timeout):
+        while True:
+            met = condition()
+            if inspect.isawaitable(met):
+                met = await met
+            if met:
+                return
+            await asyncio.sleep(interval)
 
 
 @pytest.fixture

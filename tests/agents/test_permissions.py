@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from tests.agents.conftest import chunk_texts, is_result
+import os
+import signal
+
+from tests.agents.conftest import agent_pids, chunk_texts, is_result
 from tests.agents.test_agent_ws import create_session
 
 
@@ -67,3 +70,34 @@ async def test_cancel_answers_a_pending_permission_request_as_cancelled(agent_da
     done = await v.until(is_result("p"))
     assert done["result"]["stopReason"] == "cancelled"
     assert chunk_texts(v.messages) == ["permission: cancelled"]
+
+
+async def test_a_pending_permission_request_is_resolved_for_viewers_when_the_agent_dies(
+        agent_daemon, viewers, tmp_path):
+    await create_session(agent_daemon, "askcrash", permissionPolicy="ask")
+    v = await viewers(agent_daemon, "askcrash")
+    await v.prompt("permission", request_id="p")
+    request = await v.until(lambda m: m.get("method") == "permission/request")
+    os.kill(agent_pids(tmp_path)[-1], signal.SIGKILL)
+    resolved = await v.until(lambda m: m.get("type") == "permission_resolved")
+    assert resolved["id"] == request["id"] and resolved["reason"] == "agent_exited"
+    assert resolved["outcome"] == {"outcome": "cancelled"}
+    assert (await v.until(is_result("p")))["result"]["stopReason"] == "recovered"
+    # a viewer arriving later replays the request and, after it, that it is closed
+    late = await viewers(agent_daemon, "askcrash")
+    await late.until(lambda m: m.get("type") == "session_replay_complete")
+    kinds = [m.get("method") or m.get("type") for m in late.messages]
+    assert kinds.index("permission/request") < kinds.index("permission_resolved")
+
+
+async def test_a_pending_permission_request_is_resolved_for_viewers_when_the_prompt_times_out(
+        make_daemon, agent_env, viewers):
+    daemon = await make_daemon(**agent_env, ACP_PROMPT_TIMEOUT="0.5s")
+    await create_session(daemon, "asktimeout", permissionPolicy="ask")
+    v = await viewers(daemon, "asktimeout")
+    await v.prompt("permission", request_id="p")
+    request = await v.until(lambda m: m.get("method") == "permission/request")
+    done = await v.until(is_result("p"))
+    assert "timed out" in done["error"]["message"]
+    resolved = [m for m in v.messages if m.get("type") == "permission_resolved"]
+    assert [(m["id"], m["reason"]) for m in resolved] == [(request["id"], "cancelled")]

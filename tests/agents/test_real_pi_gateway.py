@@ -156,3 +156,24 @@ async def test_follow_up_runs_inside_the_running_pi_prompt_and_both_complete(mak
     assert fake_llm.main_requests[1].user_texts() == ["first question", "and a follow-up"]
     results = {m["id"]: m["result"]["stopReason"] for m in v.messages if is_result(m.get("id"))(m)}
     assert results == {"first": "end_turn", "second": "end_turn"}
+
+
+async def test_half_an_emoji_from_pi_reaches_viewers_and_no_event_is_lost(make_daemon, real_agents_in_env, fake_llm,
+                                                                         viewers):
+    # pi cuts text by UTF-16 units (grep lines, truncated output) and writes a lone surrogate
+    # as a JSON escape; a model can send one too, which is how this test makes pi emit it.
+    fake_llm.script(Reply.call("bash", {"command": "echo cut \ud83d"}, text="Cut \ud83d here."),
+                    Reply.say("Done \ud83d."))
+    daemon = await make_daemon(**daemon_env(real_agents_in_env))
+    await start_session(daemon, "pi-surrogate")
+    v = await viewers(daemon, "pi-surrogate")
+    await v.prompt("cut an emoji", request_id="r1")
+    done = await v.until(is_result("r1"), WAIT)
+
+    assert done["result"]["stopReason"] == "end_turn"
+    assert "".join(chunk_texts(v.messages)) == "Cut \ufffd here.Done \ufffd."
+    statuses = [u.get("status") for u in updates(v.messages, "tool_call_update")]
+    assert "in_progress" in statuses and "completed" in statuses
+    assert updates(v.messages, "tool_call_update")[0]["rawInput"] == {"command": "echo cut \ufffd"}
+    seqs = [m["seq"] for m in history(v.messages)]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))

@@ -17,10 +17,16 @@ chosen by its text (first word, then arguments):
                        the outcome, end_turn
   bigline <bytes>      one chunk of that many "x"
   unknown              an unknown update kind and a `_vendor/notice` notification, end_turn
+  badid                a response whose id is a JSON array (answers nothing), then "after badid"
+  badcode              a chunk "before badcode", then an error answer whose code is a string
+  closeout             a chunk "closing stdout", then close stdout and keep running (hung)
+  surrogate            a chunk ending in half an emoji (a lone surrogate escape), then "after"
 
 Environment: FAKE_ACP_STATE (a directory: sessions persist there so session/load works across
 restarts), FAKE_ACP_STEERING=1 (advertise `_session/steering`), FAKE_ACP_NO_LOAD=1,
-FAKE_ACP_STDERR (text written to stderr at start), FAKE_ACP_INIT_DELAY (seconds).
+FAKE_ACP_STDERR (text written to stderr at start), FAKE_ACP_INIT_DELAY (seconds),
+FAKE_ACP_PIDFILE (a file each agent appends its pid to at start, so tests can check that no
+agent process outlives its session).
 """
 
 from __future__ import annotations
@@ -70,8 +76,11 @@ class Agent:
         self.sessions.setdefault(session_id, []).append(text)
         path = self.history_path(session_id)
         if path:
-            with open(path, "w") as fh:
+            # Whole or not at all, as a real agent's store: tests SIGKILL the agent at any moment,
+            # and a torn file made the next session/load fail without an answer (a hang).
+            with open(f"{path}.tmp", "w") as fh:
                 json.dump(self.sessions[session_id], fh)
+            os.replace(f"{path}.tmp", path)
 
     async def request(self, method: str, params: dict[str, Any]) -> Any:
         self.next_id += 1
@@ -199,6 +208,20 @@ class Agent:
             send(chunk(sid, f"permission: {outcome.get('optionId') or outcome.get('outcome')}"))
         elif word == "bigline":
             send(chunk(sid, "x" * int(arg)))
+        elif word == "badid":
+            out.write(b'{"jsonrpc":"2.0","id":[1],"result":{}}\n')
+            out.flush()
+            send(chunk(sid, "after badid"))
+        elif word == "badcode":
+            send(chunk(sid, "before badcode"))
+            raise RpcFailure("oops", "the code is not a number")  # type: ignore[arg-type]  # on purpose
+        elif word == "closeout":
+            send(chunk(sid, "closing stdout"))
+            os.close(1)
+            await asyncio.sleep(3600)
+        elif word == "surrogate":
+            send(chunk(sid, "half an emoji \ud83d"))  # json.dumps writes it as the escape \ud83d
+            send(chunk(sid, "after"))
         elif word == "unknown":
             send(update(sid, {"sessionUpdate": "brand_new_kind", "payload": {"a": 1}}))
             send({"jsonrpc": "2.0", "method": "_vendor/notice", "params": {"sessionId": sid, "note": "hi"}})
@@ -223,6 +246,12 @@ class RpcFailure(Exception):
         self.error = {"code": code, "message": message, **({"data": data} if data is not None else {})}
 
 
+def record_pid() -> None:
+    if os.environ.get("FAKE_ACP_PIDFILE"):
+        with open(os.environ["FAKE_ACP_PIDFILE"], "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+
+
 async def main() -> None:
     if os.environ.get("FAKE_ACP_STDERR"):
         sys.stderr.write(os.environ["FAKE_ACP_STDERR"] + "\n")
@@ -243,4 +272,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    record_pid()
     asyncio.run(main())

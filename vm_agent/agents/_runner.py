@@ -67,7 +67,10 @@ class PromptRunner:
                 try:
                     await self._start_agent(resume=True)
                 except AgentStartError as exc:
-                    self._complete(item, error={"code": -32002, "message": str(exc)})
+                    if self._cancel.is_set():  # e.g. stopped while its agent started
+                        self._complete(item, CANCELLED)
+                    else:
+                        self._complete(item, error={"code": -32002, "message": str(exc)})
                     return
             if self._cancel.is_set():
                 self._complete(item, CANCELLED)
@@ -155,6 +158,9 @@ class PromptRunner:
         self._crash_report(exc, driver, item.id)
         if self._driver is driver:
             self._driver = None
+        self._abandon(driver)
+        if self._cancel.is_set():  # not worth a restart: the next prompt starts the agent
+            return CANCELLED, None
         now = time.monotonic()
         while self._restarts and now - self._restarts[0] > self.settings.acp_restart_decay_window:
             self._restarts.popleft()
@@ -179,22 +185,60 @@ class PromptRunner:
         self._log.warning("agent_crashed", exit_code=exc.returncode)
 
     def _on_driver_exit(self: AgentSession, driver: AgentDriver | None, returncode: int | None) -> None:
-        """The process ended. Mid-prompt the runner handles it (AgentCrashed); here: idle crashes."""
-        if driver is None or driver is not self._driver or self._current is not None or self._closing:
+        """The agent's process ended or its reader gave up on it. Its open permission requests
+        die with it (viewers' dialogs close now, before the crash report). Mid-prompt the runner
+        handles the rest (AgentCrashed); here: idle crashes."""
+        if driver is None or driver is not self._driver:
+            return
+        self.permissions.cancel_all("agent_exited")
+        if self._current is not None or self._closing:
             return
         self._driver = None
+        self._abandon(driver)
         self.counts["crashes"] += 1
         self._crash_report(AgentCrashed(f"agent exited (code {returncode})", returncode, driver.stderr_tail()),
                            driver, None)
         self._set_status("idle", f"agent exited (code {returncode}); the next prompt restarts it")
 
-    async def _start_agent(self: AgentSession, *, resume: bool) -> None:
-        """Start the agent unless it runs; serialized so a headless start and a prompt never race."""
-        async with self._start_lock:
-            if not self.agent_running:
-                await self._start_agent_locked(resume=resume)
+    def _abandon(self: AgentSession, driver: AgentDriver) -> None:
+        """Stop, in the background, a driver the session no longer uses. "Exited" may only mean
+        its reader gave up (a malformed line, stdout closed): the process can still run, and must
+        not outlive the session. `close` waits for these."""
+        task = asyncio.create_task(self._stop_quietly(driver), name=f"agent-abandon-{self.id}")
+        self._reaping.add(task)
+        task.add_done_callback(self._reaping.discard)
 
-    async def _start_agent_locked(self: AgentSession, *, resume: bool) -> None:
+    async def _call_off_start(self: AgentSession) -> None:
+        """No start begun before now may bring the agent up: a stop must not be followed by the
+        agent becoming ready. The generation tells a start that finishes later to stop its own
+        agent (`_start_agent_locked`); one under way is cancelled, and waited for until its
+        half-started process is stopped, so nothing outlives the caller's stop or close."""
+        self._generation += 1
+        starting = self._starting
+        if starting is not None and not starting.done():
+            starting.cancel()
+            await asyncio.wait({starting})
+
+    async def _reaped(self: AgentSession) -> None:
+        if self._reaping:
+            await asyncio.gather(*self._reaping, return_exceptions=True)
+
+    async def _start_agent(self: AgentSession, *, resume: bool) -> None:
+        """Start the agent unless it runs; serialized so a headless start and a prompt never race.
+
+        The generation is read before waiting for the lock: a start that queued behind another
+        when the session was stopped is as stale as the one under way."""
+        generation = self._generation
+        async with self._start_lock:
+            if generation != self._generation or self._closing:
+                raise AgentStartError("the agent was stopped before it started")
+            if not self.agent_running:
+                await self._start_agent_locked(resume=resume, generation=generation)
+
+    async def _start_agent_locked(self: AgentSession, *, resume: bool, generation: int) -> None:
+        if self._driver is not None:  # not alive any more, but its process may be
+            self._abandon(self._driver)
+            self._driver = None
         try:
             spec = self._registry.get(self.agent_type)
         except UnknownAgentType as exc:
@@ -206,17 +250,36 @@ class PromptRunner:
         except Exception as exc:
             self._set_status("error", f"cannot start agent: {exc}")
             raise AgentStartError(str(exc)) from exc
+        if generation != self._generation:
+            raise AgentStartError("the agent was stopped before it started")
         self._secrets = [*launch.secret_env.values(), *spec.environment()[1].values()]
         holder: list[AgentDriver] = []
         driver = self._driver_factory(spec, launch, self.settings, self.emit,
                                       request_permission=self.permissions.request,
                                       on_exit=lambda code: self._on_driver_exit(holder[0] if holder else None, code))
         holder.append(driver)
+        # In a task of its own so that stop/close can cancel it (_call_off_start) whichever task
+        # asked for the start; cancelling this one cancels it too.
+        starting = self._starting = asyncio.ensure_future(driver.start(self.acp_session_id if resume else None))
         try:
-            session_id = await driver.start(self.acp_session_id if resume else None)
+            session_id = await starting
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if generation == self._generation or (current is not None and current.cancelling()):
+                raise
+            raise AgentStartError("the agent was stopped while it started") from None
         except AgentError as exc:
+            if generation != self._generation:
+                raise AgentStartError("the agent was stopped while it started") from None
             self._set_status("error", str(exc))
             raise exc if isinstance(exc, AgentStartError) else AgentStartError(str(exc)) from exc
+        finally:
+            if self._starting is starting:
+                self._starting = None
+        if generation != self._generation:
+            # stopped after the agent came up but before this task resumed: not ours to keep
+            await self._stop_quietly(driver)
+            raise AgentStartError("the agent was stopped while it started")
         self._driver = driver
         if session_id != self.acp_session_id:
             self.acp_session_id = session_id
@@ -227,13 +290,22 @@ class PromptRunner:
     async def _stop_driver(self: AgentSession) -> None:
         driver, self._driver = self._driver, None
         if driver is not None:
-            with contextlib.suppress(AgentError, OSError):
-                await driver.stop()
+            await self._stop_quietly(driver)
+
+    async def _stop_quietly(self: AgentSession, driver: AgentDriver) -> None:
+        try:
+            await driver.stop()
+        except Exception:
+            self._log.exception("agent_stop_failed", agent=driver.spec.name)
 
     def _complete(self: AgentSession, item: PromptItem, stop_reason: str | None = None,
                   error: dict[str, Any] | None = None) -> None:
         """Report the end of `item` (and anything merged into it) exactly once."""
         merged = self._current_merged if item is self._current else []
+        if item is self._current:
+            # Its turn is over (timed out, failed, cancelled): a permission request still open
+            # belongs to nothing; viewers get permission_resolved before the result.
+            self.permissions.cancel_all()
         for each in (item, *merged):
             if each.done:
                 continue

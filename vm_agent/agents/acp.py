@@ -33,6 +33,7 @@ import structlog
 
 from vm_agent.agents.driver import AgentCrashed
 from vm_agent.agents.process import OVERSIZED, AgentProcess
+from vm_agent.agents.redact import has_surrogate_escape, scrub_surrogates
 
 log = structlog.get_logger("vm_agent.agents.acp")
 
@@ -98,18 +99,24 @@ class JsonRpcConnection:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
-            await self._write({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+            # The write counts against `within` too: an agent that stopped reading its stdin
+            # never answers either.
             async with asyncio.timeout(within):
+                await self._write({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
                 return await future
         finally:
             self._pending.pop(request_id, None)
 
-    async def notify(self, method: str, params: Any) -> None:
-        await self._write({"jsonrpc": "2.0", "method": method, "params": params})
+    async def notify(self, method: str, params: Any, within: float | None = None) -> None:
+        """Send a notification; `within` bounds the write (ACP_RPC_TIMEOUT by default)."""
+        await self._write({"jsonrpc": "2.0", "method": method, "params": params}, within)
 
-    async def _write(self, message: dict[str, Any]) -> None:
-        data = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
-        await self._process.write_line(data)
+    async def _write(self, message: dict[str, Any], within: float | None = None) -> None:
+        try:
+            data = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+        except UnicodeEncodeError:  # a lone surrogate got this far: as an escape it is still JSON
+            data = json.dumps(message, separators=(",", ":")).encode()
+        await self._process.write_line(data, within)
 
     def _crashed(self, message: str) -> AgentCrashed:
         return AgentCrashed(message, self._process.returncode, self._process.stderr_tail())
@@ -123,7 +130,15 @@ class JsonRpcConnection:
                     if line is OVERSIZED:
                         self.malformed_lines += 1
                         continue
-                    pending = self._handle_line(line)
+                    try:
+                        pending = self._handle_line(line)
+                    except Exception:
+                        # One line the agent got wrong in a way not foreseen below is that
+                        # line's problem; ending the reader would abandon a live agent.
+                        self.malformed_lines += 1
+                        log.exception("acp_line_failed", agent=self._process.name,
+                                      line=line[:200].decode("utf-8", "replace"))
+                        continue
                     if pending is not None:
                         await pending
         except asyncio.CancelledError:
@@ -156,13 +171,17 @@ class JsonRpcConnection:
                 return None
             return self._on_notification(message, line)
         if "id" in message:
-            future = self._pending.get(message["id"])
+            response_id = message["id"]
+            # Our ids are ints; anything else (a string, or an array, which is not even hashable)
+            # answers nothing we asked.
+            future = self._pending.get(response_id) if response_id.__class__ is int else None
             if future is None or future.done():
-                log.warning("acp_unexpected_response", agent=self._process.name, id=message.get("id"))
+                log.warning("acp_unexpected_response", agent=self._process.name, id=str(response_id)[:100])
                 return None
             error = message.get("error")
             if isinstance(error, dict):
-                future.set_exception(RpcError(int(error.get("code", INTERNAL_ERROR)),
+                code = error.get("code")
+                future.set_exception(RpcError(code if code.__class__ is int else INTERNAL_ERROR,
                                               str(error.get("message", "error")), error.get("data")))
             else:
                 future.set_result(message.get("result"))
@@ -214,9 +233,11 @@ class JsonRpcConnection:
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(error)
+        # The owner first: it resolves what the agent was still asking (permission requests)
+        # and says why; cancelling the answer tasks would cancel those questions without a word.
+        self._on_close(self._process.returncode)
         for task in list(self._answer_tasks):
             task.cancel()
-        self._on_close(self._process.returncode)
 
     async def close(self) -> None:
         """Stop reading (after the process was stopped) and fail pending requests."""
@@ -229,11 +250,19 @@ class JsonRpcConnection:
 
 
 def _parse_slowly(line: bytes) -> tuple[bytes, Any]:
-    """(the line without surrounding whitespace, its value or None if it is not JSON)."""
+    """(the line without surrounding whitespace, its value or None if it is not JSON).
+
+    orjson refuses lone surrogates (an agent that cut an emoji in half); they arrive here and
+    become U+FFFD, in the value and in the text relayed, so nothing downstream fails to encode."""
     text = line.strip()
     try:
         # json.loads would also accept UTF-16/32; the raw text is relayed as UTF-8, so a NUL
         # byte (never valid in UTF-8 JSON) marks the line as malformed.
-        return text, json.loads(text) if text and b"\x00" not in text else None
+        value = json.loads(text) if text and b"\x00" not in text else None
+        if value is not None and has_surrogate_escape(text):
+            scrubbed = scrub_surrogates(value)
+            if scrubbed != value:
+                return json.dumps(scrubbed, separators=(",", ":"), ensure_ascii=False).encode(), scrubbed
+        return text, value
     except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         return text, None

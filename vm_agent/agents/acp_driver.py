@@ -19,12 +19,14 @@ from vm_agent.agents.acp import INVALID_PARAMS, METHOD_NOT_FOUND, JsonRpcConnect
 from vm_agent.agents.driver import (
     AgentCrashed,
     AgentDriver,
+    AgentError,
     AgentStartError,
     ContentBlocks,
     NotSupported,
     PromptFailed,
     TransientProviderError,
     looks_transient,
+    stop_shielded,
 )
 from vm_agent.agents.permissions import auto_outcome, cancelled_outcome
 from vm_agent.agents.process import AgentProcess
@@ -65,6 +67,11 @@ class AcpDriver(AgentDriver):
             what = "timed out" if isinstance(exc, TimeoutError) else str(exc)
             raise AgentStartError(f"agent {self.spec.name!r} failed to start: {what}"
                                   + (f"; stderr: {stderr[-500:]}" if stderr else "")) from exc
+        except BaseException:
+            # Cancelled (the session was stopped or closed meanwhile) or a bug: the half-started
+            # process must not outlive this call.
+            await stop_shielded(self)
+            raise
         return session_id
 
     def _read_capabilities(self, init: dict[str, Any]) -> None:
@@ -163,8 +170,12 @@ class AcpDriver(AgentDriver):
         for pending in list(self._permission_waits):
             pending.cancel()
         if self._conn is not None and not self._conn.closed and self.session_id:
+            # Best effort, briefly: an agent that does not read its stdin cannot take it, and
+            # whoever cancels (a viewer, stop) must not wait on it. The session's cancel
+            # deadline stops an agent that does not end its turn.
             with contextlib.suppress(AgentCrashed):
-                await self._conn.notify("session/cancel", {"sessionId": self.session_id})
+                await self._conn.notify("session/cancel", {"sessionId": self.session_id},
+                                        within=self.settings.acp_stop_grace_period)
 
     async def steer(self, content: ContentBlocks) -> bool:
         if not self.capabilities.supports_steer:
@@ -194,7 +205,8 @@ class AcpDriver(AgentDriver):
                 self.settings.acp_rpc_timeout)
 
     async def stop(self) -> None:
-        await self.cancel()
+        with contextlib.suppress(AgentError, OSError):  # bounded, and never in the way of the stop
+            await self.cancel()
         if self._process is not None:
             await self._process.stop()
         if self._conn is not None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -232,8 +233,8 @@ class AgentDriver(abc.ABC):
         """Spawn the process and do the handshake; create a new conversation, or reload
         `resume_session_id` (history replayed by the agent during the load is NOT emitted: the
         viewers' log already has it or it is an old conversation). Returns the agent session id
-        (also stored in `self.session_id`). Raises AgentStartError; on failure the process is
-        already stopped."""
+        (also stored in `self.session_id`). Raises AgentStartError; on failure, and when the
+        start is cancelled (a stop or close meanwhile), the process is already stopped."""
 
     @abc.abstractmethod
     async def prompt(self, content: ContentBlocks) -> str:
@@ -273,6 +274,7 @@ class AgentDriver(abc.ABC):
     @abc.abstractmethod
     async def stop(self) -> None:
         """Stop the process (cancel what runs, close stdin, TERM, KILL after the grace period).
+        The cancel is best effort and bounded: a hung agent is stopped all the same.
         Idempotent; pending `prompt()` calls raise AgentCrashed."""
 
     @property
@@ -289,6 +291,21 @@ class AgentDriver(abc.ABC):
     def stderr_tail(self) -> str:
         """The last bytes the agent wrote to stderr (bounded by ACP_STDERR_BUFFER_BYTES), decoded.
         Not redacted: the session redacts before showing it."""
+
+
+async def stop_shielded(driver: AgentDriver) -> None:
+    """`driver.stop()` that another cancellation of the caller cannot cut short (the stop goes
+    on in a task of its own): for a start that was cancelled and must still not leave its
+    process behind. Never raises an error of the stop itself (it is logged)."""
+    stopping = asyncio.ensure_future(driver.stop())
+    stopping.add_done_callback(_log_stop_failure)
+    with contextlib.suppress(Exception):
+        await asyncio.shield(stopping)
+
+
+def _log_stop_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("agent_stop_failed", error=str(task.exception()))
 
 
 def create_driver(

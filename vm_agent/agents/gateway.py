@@ -104,11 +104,18 @@ class AgentGateway:
         if self._shut_down:
             return
         self._shut_down = True
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        # A cancelled headless start stops the agent it was starting: wait for that, or the
+        # process outlives the daemon.
+        await asyncio.gather(*tasks, return_exceptions=True)
         sessions = list(self._sessions.values())
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
-        await self._flush()
+        try:
+            await self._flush()
+        except Exception:  # _flush already survives a bad row; this is for anything else
+            log.exception("agent_session_flush_failed")
         if self._writer is not None:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -187,6 +194,40 @@ class AgentGateway:
             counts[session.status] = counts.get(session.status, 0) + 1
         return counts
 
+    async def delete(self, workspace_id: str, session_id: str) -> None:
+        """Stop the session's agent and forget it: its history, its chat tab, its stored row."""
+        session = self._sessions.pop((workspace_id, session_id), None)
+        if session is None:
+            raise NotFound(f"no agent session {session_id!r} in workspace {workspace_id!r}",
+                           code="session_not_found")
+        await self._forget(session)
+
+    async def discard_if_unused(self, session: AgentSession) -> bool:
+        """Delete `session` if nobody watches it and nothing ever happened in it.
+
+        For sessions `/agent/ws` created for a viewer that named none: every page load would
+        otherwise leave one behind, persisted, until ACP_MAX_SESSIONS refuses all new ones."""
+        key = (session.workspace_id, session.id)
+        if self._sessions.get(key) is not session or session.viewer_count or not session.unused:
+            return False
+        del self._sessions[key]
+        await self._forget(session)
+        return True
+
+    async def _forget(self, session: AgentSession) -> None:
+        """The rest of a delete, for a session already out of `_sessions` (so nothing re-saves it)."""
+        workspace_id, session_id = session.workspace_id, session.id
+        self._dirty.pop((workspace_id, session_id), None)
+        self._idempotency = {k: v for k, v in self._idempotency.items()
+                             if k[0] != workspace_id or v != session_id}
+        await session.close()
+        with contextlib.suppress(StoreError):
+            await self._store.execute("DELETE FROM agent_sessions WHERE workspace_id = ? AND id = ?",
+                                      (workspace_id, session_id))
+        with contextlib.suppress(StoreError):
+            await self._tabs.remove(workspace_id, session_id, of_type="chat")
+        log.info("agent_session_deleted", session_id=session_id, workspace=workspace_id)
+
     async def close_workspace(self, workspace_id: str) -> int:
         """Stop every agent of a deleted workspace and forget its sessions."""
         doomed = [k for k in self._sessions if k[0] == workspace_id]
@@ -223,16 +264,23 @@ class AgentGateway:
             # gets its latest state at most every PERSIST_COALESCE seconds (shutdown flushes).
             await asyncio.sleep(PERSIST_COALESCE)
             self._dirty_event.clear()
-            await self._flush()
+            try:
+                await self._flush()
+            except Exception:  # this task is the only writer: it must outlive any failure
+                log.exception("agent_session_flush_failed")
 
     async def _flush(self) -> None:
         while self._dirty:
-            _key, session = self._dirty.popitem()
+            key, session = self._dirty.popitem()
+            if self._sessions.get(key) is not session:  # deleted meanwhile
+                continue
             try:
                 await self._save(session)
                 await self._tabs.update(session.workspace_id, session.id, acp_session_id=session.acp_session_id,
                                         last_prompt=session.last_prompt, agent_id=session.agent_type)
-            except StoreError as exc:
+            except Exception as exc:
+                # Not only StoreError: a value sqlite cannot take (e.g. text it cannot encode)
+                # fails this session's row, never the other sessions' persistence.
                 log.error("agent_session_save_failed", session_id=session.id, error=str(exc))
 
     async def _save(self, session: AgentSession, idempotency_key: str | None = None) -> None:

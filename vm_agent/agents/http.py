@@ -16,8 +16,10 @@ from aiohttp import web
 
 from vm_agent import appkeys
 from vm_agent.agents.gateway import AgentGateway, session_json
+from vm_agent.agents.prompts import text_blocks
+from vm_agent.agents.redact import scrub_surrogates
 from vm_agent.agents.registry import UnknownAgentType
-from vm_agent.agents.session import AgentSession, text_blocks
+from vm_agent.agents.session import AgentSession
 from vm_agent.agents.verbs import run_verb
 from vm_agent.agents.viewers import Batch, follow
 from vm_agent.agents.ws import WORKSPACE_ID, agent_ws, int_param
@@ -61,7 +63,7 @@ def _optional_str(body: dict[str, Any], key: str, limit: int = 256) -> str | Non
         return None
     if not isinstance(value, str) or len(value) > limit:
         raise BadRequest(f"{key} must be a string of at most {limit} characters", code=f"invalid_{key}")
-    return value
+    return scrub_surrogates(value)  # stored, shown or passed to the agent: it must encode as UTF-8
 
 
 def _content(raw: Any, key: str = "prompt") -> list[dict[str, Any]]:
@@ -84,6 +86,10 @@ async def create_session(request: web.Request) -> web.Response:
     mcp = body.get("mcpServers")
     if mcp is not None and (not isinstance(mcp, list) or not all(isinstance(m, dict) for m in mcp)):
         raise BadRequest("mcpServers must be a list of objects", code="invalid_mcp_servers")
+    try:
+        mcp = scrub_surrogates(mcp)  # it is written to the agent as UTF-8
+    except RecursionError:
+        raise BadRequest("mcpServers is nested too deeply", code="invalid_mcp_servers") from None
     gateway = _gateway(request)
     with contextlib.suppress(Conflict):  # a stopped workspace may still get sessions
         await gateway.placement_exists(ws)
@@ -94,6 +100,13 @@ async def create_session(request: web.Request) -> web.Response:
         permission_policy=_optional_str(body, "permissionPolicy", 16),
     )
     return web.json_response(session_json(session), status=201 if created else 200)
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    """Stop the agent and remove the session with its chat tab and stored state [ext]."""
+    ws = await _workspace(request)
+    await _gateway(request).delete(ws, request.match_info["sid"])
+    return web.json_response({"success": True})
 
 
 async def start_session(request: web.Request) -> web.Response:
@@ -235,4 +248,5 @@ def setup(app: web.Application) -> None:
                           ("rpc", rpc_session)):
         app.router.add_post(f"{BASE}/{{sid}}/{verb}", handler)
     app.router.add_get(f"{BASE}/{{sid}}/events", session_events)
+    app.router.add_delete(f"{BASE}/{{sid}}", delete_session)
 

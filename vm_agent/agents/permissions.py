@@ -120,19 +120,28 @@ class PermissionBroker:
             self._emit({"type": "permission_resolved", "id": request_id, "outcome": outcome["outcome"],
                         "reason": "timeout"})
 
-    def _forget(self, request_id: str) -> None:
+    def _forget(self, request_id: str, reason: str = "cancelled") -> None:
         entry = self._pending.pop(request_id, None)
-        if entry is not None:
-            entry[2].cancel()
+        if entry is None:
+            return
+        entry[2].cancel()
+        if entry[0].cancelled():
+            # Nobody answered it: the driver gave up on it (its turn was cancelled or timed out,
+            # or it was stopped). Viewers must not keep a dialog open for it.
+            self._emit({"type": "permission_resolved", "id": request_id,
+                        "outcome": cancelled_outcome()["outcome"], "reason": reason})
 
     @property
     def pending(self) -> list[str]:
         return list(self._pending)
 
-    def cancel_all(self) -> None:
-        """The turn was cancelled: ACP wants its open permission requests answered `cancelled`."""
+    def cancel_all(self, reason: str = "cancelled") -> None:
+        """The turn was cancelled or ended, or the agent exited (`reason` "agent_exited"): ACP
+        wants its open permission requests answered `cancelled`, and viewers are told why."""
         for request_id, (future, _options, _timer) in list(self._pending.items()):
             if not future.done():
                 future.set_result(cancelled_outcome())
                 self._emit({"type": "permission_resolved", "id": request_id,
-                            "outcome": cancelled_outcome()["outcome"], "reason": "cancelled"})
+                            "outcome": cancelled_outcome()["outcome"], "reason": reason})
+            elif future.cancelled():  # the driver dropped it a moment ago: tell viewers now
+                self._forget(request_id, reason)

@@ -49,9 +49,11 @@ from vm_agent.agents.driver import (
     PromptFailed,
     TransientProviderError,
     looks_transient,
+    stop_shielded,
 )
 from vm_agent.agents.pi_events import PiEventTranslator, to_pi_message
 from vm_agent.agents.process import OVERSIZED, AgentProcess
+from vm_agent.agents.redact import has_surrogate_escape, scrub_surrogates
 
 log = structlog.get_logger("vm_agent.agents.pi_rpc")
 
@@ -113,6 +115,11 @@ class PiRpcDriver(AgentDriver):
             await self.stop()
             raise AgentStartError(f"pi failed to start: {exc}" + (f"; stderr: {stderr[-500:]}" if stderr else "")) \
                 from exc
+        except BaseException:
+            # Cancelled (the session was stopped or closed meanwhile) or a bug: the half-started
+            # process must not outlive this call.
+            await stop_shielded(self)
+            raise
         assert self.session_id is not None
         log.info("pi_session_ready", session_id=self.session_id, resumed=bool(resume_session_id))
         return self.session_id
@@ -154,8 +161,9 @@ class PiRpcDriver(AgentDriver):
         self._pending[command_id] = future
         timeout = self.settings.acp_rpc_timeout if timeout is None else timeout
         try:
-            await self._process.write_line(json.dumps({"id": command_id, **body}).encode())
+            # The write counts against the timeout too: a pi that stopped reading never answers.
             async with asyncio.timeout(timeout):
+                await self._process.write_line(json.dumps({"id": command_id, **body}).encode())
                 answer = await future
         except TimeoutError:
             raise PromptFailed(f"pi did not answer {body['type']} within {timeout:g}s", -32000) from None
@@ -279,11 +287,19 @@ class PiRpcDriver(AgentDriver):
                         continue
                     try:
                         event = json.loads(line)
+                        if has_surrogate_escape(line):
+                            # pi cuts text by UTF-16 units (grep lines, truncated output), which
+                            # can leave half an emoji: such a string cannot be encoded as UTF-8,
+                            # so the event would be lost on its way to viewers.
+                            event = scrub_surrogates(event)
                     except (ValueError, RecursionError):  # not JSON, or absurdly deep nesting
                         log.warning("pi_line_not_json", line=line[:200].decode("utf-8", "replace"))
                         continue
                     if isinstance(event, dict):
-                        await self._handle(event)
+                        try:
+                            await self._handle(event)
+                        except Exception:  # an event shaped unlike pi's: that event's problem only
+                            log.exception("pi_event_failed", line=line[:200].decode("utf-8", "replace"))
         except Exception:
             log.exception("pi_reader_failed")
         finally:

@@ -161,16 +161,27 @@ class AgentProcess:
                 return lines
             return [line if len(line) <= limit else OVERSIZED for line in lines]
 
-    async def write_line(self, data: bytes) -> None:
-        """Write one line (newline added) to stdin; AgentCrashed when the pipe is gone."""
+    async def write_line(self, data: bytes, timeout: float | None = None) -> None:
+        """Write one line (newline added) to stdin; AgentCrashed when the pipe is gone, or when
+        the agent has not taken the line within `timeout` (ACP_RPC_TIMEOUT by default).
+
+        An agent that stops reading its stdin is hung: once the pipe is full a write would wait
+        for it forever, and with it everything queued behind the lock, cancel and stop included.
+        A line is never torn: the timeout hits while waiting for the lock (nothing written) or
+        while draining (the whole line is in the pipe or in the transport's buffer)."""
         stdin = self._proc.stdin
         assert stdin is not None
-        async with self._write_lock:
-            try:
-                stdin.write(data + b"\n")
-                await stdin.drain()
-            except (BrokenPipeError, ConnectionResetError, RuntimeError) as exc:
-                raise AgentCrashed("agent stdin closed", self._proc.returncode, self.stderr_tail()) from exc
+        limit = self._settings.acp_rpc_timeout if timeout is None else timeout
+        try:
+            async with asyncio.timeout(limit):
+                async with self._write_lock:
+                    stdin.write(data + b"\n")
+                    await stdin.drain()
+        except TimeoutError:
+            raise AgentCrashed(f"agent did not read its stdin for {limit:g}s", self._proc.returncode,
+                               self.stderr_tail()) from None
+        except (BrokenPipeError, ConnectionResetError, RuntimeError) as exc:
+            raise AgentCrashed("agent stdin closed", self._proc.returncode, self.stderr_tail()) from exc
 
     async def _drain_stderr(self) -> None:
         stderr = self._proc.stderr

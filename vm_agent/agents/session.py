@@ -21,12 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import itertools
 import json
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -43,6 +41,8 @@ from vm_agent.agents.driver import (
     create_driver,
 )
 from vm_agent.agents.permissions import PermissionBroker
+from vm_agent.agents.prompts import PromptItem
+from vm_agent.agents.redact import scrub_surrogates
 from vm_agent.agents.registry import AgentRegistry
 from vm_agent.config import Settings
 from vm_agent.streams import EventLog
@@ -51,33 +51,6 @@ log = structlog.get_logger("vm_agent.agents.session")
 
 RECOVERED = "recovered"
 STATUSES = ("idle", "starting", "ready", "prompting", "error", "suspended", "stopped")
-_ids = itertools.count(1)
-
-
-@dataclass
-class PromptItem:
-    content: ContentBlocks
-    kind: str = "prompt"  # prompt | follow_up | steer
-    request_id: Any = None  # the viewer's JSON-RPC id, echoed in the result
-    id: str = field(default_factory=lambda: f"p{next(_ids)}")
-    done: bool = False
-    queued: bool = False  # viewers were told it waits (so they get a queue_update when it starts)
-    queued_at: float = field(default_factory=time.time)
-
-    def summary(self) -> dict[str, Any]:
-        text = " ".join(b.get("text", "") for b in self.content if isinstance(b, dict) and b.get("type") == "text")
-        return {"id": self.id, "kind": self.kind, "text": text[:200]}
-
-
-def text_blocks(message: Any) -> ContentBlocks:
-    """A prompt as ContentBlocks: a string, one block, or a list of blocks."""
-    if isinstance(message, str):
-        return [{"type": "text", "text": message}]
-    if isinstance(message, dict) and isinstance(message.get("type"), str):
-        return [message]
-    if isinstance(message, list) and message and all(isinstance(b, dict) and "type" in b for b in message):
-        return message
-    raise ValueError("prompt must be a string or a list of content blocks")
 
 
 class AgentSession(PromptRunner):
@@ -135,6 +108,9 @@ class AgentSession(PromptRunner):
         self._idle = asyncio.Event()
         self._idle.set()
         self._start_lock = asyncio.Lock()
+        self._generation = 0  # bumped by stop/suspend/close/select_agent: starts begun before are stale
+        self._starting: asyncio.Future[str] | None = None  # the driver's start() under way
+        self._reaping: set[asyncio.Task[None]] = set()  # abandoned drivers being stopped
         self._restarts: deque[float] = deque()
         self._closing = False
         # A fresh context: the control task outlives the request that created the session, and
@@ -151,7 +127,7 @@ class AgentSession(PromptRunner):
         The log holds UTF-8 JSON bytes, ready for a WebSocket frame or an SSE `data:` line."""
         seq = self.log.last_seq + 1
         if isinstance(raw, str):
-            raw = raw.encode()
+            raw = _utf8(raw)
         if raw is None or not message or "seq" in message or raw[:1] != b"{":
             # The envelope's `seq` is the gateway's: an agent's own top-level one would shadow it
             # (parsers keep the last of two equal keys) and break resuming, so it is dropped.
@@ -159,7 +135,7 @@ class AgentSession(PromptRunner):
             if not message:
                 self.log.append(b'{"seq":%d}' % seq)
                 return self._counted(seq)
-            raw = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+            raw = _serialize(message)
         # Splicing the number in front keeps the agent's bytes as they were: no re-serializing.
         # (`message` is a non-empty object, so its text continues after "{" with a key.)
         self.log.append(raw.replace(b"{", b'{"seq":%d,' % seq, 1))
@@ -202,10 +178,11 @@ class AgentSession(PromptRunner):
         if self._closing:
             raise AgentError("session is closed")
         item = PromptItem(content, kind, request_id)
+        summary = item.summary()  # before queueing: nothing may fail once the item is queued
         busy = self._current is not None or bool(self._queue)
         item.queued = busy
         (self._queue.appendleft if front else self._queue.append)(item)
-        self.last_prompt = item.summary()["text"] or self.last_prompt
+        self.last_prompt = summary["text"] or self.last_prompt
         self._on_change(self)
         if busy:
             self._queue_update()
@@ -322,9 +299,7 @@ class AgentSession(PromptRunner):
         self._registry.get(agent_type)
         if agent_type == self.agent_type:
             return
-        await self.abort()
-        await self._until_idle()
-        await self._stop_driver()
+        await self._halt()
         self.agent_type = agent_type
         self.acp_session_id = None
         self._on_change(self)
@@ -337,19 +312,24 @@ class AgentSession(PromptRunner):
 
     async def suspend(self) -> None:
         """Stop the agent process but keep the conversation id for a later session/load."""
-        await self.abort()
-        await self._until_idle()
-        await self._stop_driver()
+        await self._halt()
         self._set_status("suspended")
 
     async def resume(self) -> None:
         await self._start_agent(resume=True)
 
     async def stop(self) -> None:
+        await self._halt()
+        self._set_status("stopped")
+
+    async def _halt(self) -> None:
+        """Abort what runs, call off a start under way (see `_call_off_start`), stop the agent
+        (and any abandoned one still being stopped: when this returns, no agent process runs)."""
+        await self._call_off_start()
         await self.abort()
         await self._until_idle()
         await self._stop_driver()
-        self._set_status("stopped")
+        await self._reaped()
 
     async def close(self) -> None:
         """Stop everything for good (daemon shutdown, workspace deleted): ends the viewers' streams."""
@@ -358,13 +338,21 @@ class AgentSession(PromptRunner):
         self._queue.clear()
         for item in dropped:
             self._complete(item, CANCELLED)
+        await self._call_off_start()
         if self._current is not None:
             await self.cancel()
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         await self._stop_driver()
+        await self._reaped()
         self.log.close()
+
+    @property
+    def unused(self) -> bool:
+        """Nothing ever happened in it: no history, no prompt, no agent started (or starting)."""
+        return (self.log.last_seq == 0 and self._current is None and not self._queue and self._driver is None
+                and self._starting is None)
 
     @property
     def busy(self) -> bool:
@@ -378,3 +366,21 @@ class AgentSession(PromptRunner):
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait):
                 await self._idle.wait()
+
+
+def _utf8(text: str) -> bytes | None:
+    """`text` as UTF-8, or None (re-serialize the message) when it holds a lone surrogate."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return None
+
+
+def _serialize(message: dict[str, Any]) -> bytes:
+    """A message as UTF-8 JSON. Whatever still carries a lone surrogate (drivers replace them
+    while parsing; this is the last line) goes out with U+FFFD instead: a message that cannot
+    be encoded must reach viewers changed rather than be dropped without a trace."""
+    try:
+        return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return json.dumps(scrub_surrogates(message), separators=(",", ":"), ensure_ascii=False).encode()

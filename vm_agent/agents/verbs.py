@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from vm_agent.agents.driver import AgentError
-from vm_agent.agents.session import AgentSession, text_blocks
+from vm_agent.agents.prompts import text_blocks
+from vm_agent.agents.session import AgentSession
 
 VERBS = ("prompt", "steer", "follow_up", "abort", "get_state", "new_session")
 PROMPT_VERBS = ("prompt", "steer", "follow_up")

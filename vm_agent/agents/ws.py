@@ -21,8 +21,9 @@ from aiohttp import WSMsgType, web
 from vm_agent import appkeys, wsutil
 from vm_agent.agents.driver import AgentError
 from vm_agent.agents.gateway import AgentGateway
+from vm_agent.agents.prompts import text_blocks
 from vm_agent.agents.registry import UnknownAgentType
-from vm_agent.agents.session import AgentSession, text_blocks
+from vm_agent.agents.session import AgentSession
 from vm_agent.agents.verbs import VERBS, run_verb
 from vm_agent.agents.viewers import Batch, follow
 from vm_agent.agents.wsframes import SharedFrames
@@ -61,18 +62,37 @@ async def agent_ws(request: web.Request) -> web.StreamResponse:
     after = int_param(request.query.get("after"), "after")
     session_id = request.query.get("sessionId") or None
     session = gateway.find(workspace, session_id) if session_id else None
+    implicit = False
     if session is None:
-        session, _ = await gateway.create(workspace, session_id, agent_type=request.query.get("agentType") or None)
+        session, created = await gateway.create(workspace, session_id,
+                                                agent_type=request.query.get("agentType") or None)
+        implicit = created and session_id is None
+    # Counted from here, not from the handshake: a session someone is attaching to is not unused.
+    session.viewer_count += 1
+    try:
+        return await _serve(request, session, principal.user_id, after)
+    finally:
+        session.viewer_count -= 1
+        if session.viewer_count < 2:
+            _shared_frames.pop(session, None)
+        if implicit:
+            # Made for this viewer alone (it named no session): if it leaves without using it,
+            # nothing worth keeping is lost, and a reloading page must not pile sessions up.
+            await gateway.discard_if_unused(session)
 
+
+async def _serve(request: web.Request, session: AgentSession, user: str, after: int) -> web.StreamResponse:
+    """The socket of one viewer of `session`, from the handshake until either side leaves."""
+    settings = request.app[appkeys.SETTINGS]
+    gateway: AgentGateway = request.app[appkeys.AGENTS]
     ws = web.WebSocketResponse(max_msg_size=settings.acp_ws_max_message_bytes, autoping=True)
     set_login_cookies(request, ws)
     await ws.prepare(request)
     transport = request.transport
     if transport is None:  # the client left during the handshake
         return ws
-    wsutil.track(request.app, ws)
-    session.viewer_count += 1
-    viewer = log.bind(session_id=session.id, workspace=workspace, user=principal.user_id)
+    wsutil.track(request, ws)
+    viewer = log.bind(session_id=session.id, workspace=session.workspace_id, user=user)
     viewer.info("agent_viewer_attached", after=after)
     sender = asyncio.create_task(_send(ws, transport, session, after, settings.acp_pong_timeout),
                                  name="agent-ws-send")
@@ -95,9 +115,6 @@ async def agent_ws(request: web.Request) -> web.StreamResponse:
             elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
                 break
     finally:
-        session.viewer_count -= 1
-        if session.viewer_count < 2:
-            _shared_frames.pop(session, None)
         for task in (sender, pinger):
             task.cancel()
         for task in (sender, pinger):
