@@ -27,7 +27,7 @@ INSECURE_WARNING = (
     "read or changed by anyone on the network path. Pin the certificate with --fingerprint instead."
 )
 
-_HEX = re.compile(r"^[0-9a-f]{64}$")
+_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def normalize_fingerprint(text: str) -> str:
@@ -36,7 +36,7 @@ def normalize_fingerprint(text: str) -> str:
     if cleaned.startswith("sha256:") or cleaned.startswith("sha256="):
         cleaned = cleaned[7:]
     cleaned = cleaned.replace(":", "").replace(" ", "")
-    if not _HEX.match(cleaned):
+    if not _HEX.fullmatch(cleaned):
         raise ConfigError(f"not a SHA-256 certificate fingerprint (need 64 hex digits): {text.strip()!r}")
     return cleaned
 

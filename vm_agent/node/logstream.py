@@ -98,7 +98,7 @@ async def stream_logs(request: web.Request) -> web.WebSocketResponse:
     )
     request.app[appkeys.AUTH].set_login_cookies(request, ws)
     await ws.prepare(request)
-    wsutil.track(request.app, ws)
+    wsutil.track(request, ws)
     log.info("log_stream_opened", user=principal.user_id)
     last_heard = time.monotonic()
 

@@ -8,7 +8,6 @@ WORKSPACE_ID, else `host`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -98,8 +97,10 @@ async def _close_sockets(app: web.Application) -> None:
     connections = list(app[TERMINAL_SOCKETS])
 
     async def close(connection: TerminalConnection) -> None:
-        with contextlib.suppress(Exception):
+        try:
             await asyncio.wait_for(connection.ws.close(code=CLOSE_GOING_AWAY, message=b"server shutting down"), 2)
+        except Exception:
+            connection.abort()  # a peer that stopped reading must not hold shutdown up
 
     await asyncio.gather(*(close(c) for c in connections))
 
