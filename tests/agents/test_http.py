@@ -7,8 +7,13 @@ import json
 from typing import Any
 
 import aiohttp
+import pytest
 
-from tests.agents.conftest import chunk_texts, is_result
+from tests.agents.conftest import chunk_texts, is_result, until
+from tests.stalled import open_stalled_websocket, until_send_queue_full
+from vm_agent import appkeys, wsutil
+from vm_agent.logs import get_ring
+from vm_agent.store import StoreError
 
 BASE = "/workspaces/host/agent-sessions"
 
@@ -57,8 +62,11 @@ async def test_create_list_and_idempotency(agent_daemon):
 async def test_bad_requests_get_clear_errors(agent_daemon):
     status, body = await call(agent_daemon, "POST", BASE, {"agentType": "nope"})
     assert status == 400 and body["error"] == "unknown_agent_type"
-    status, body = await call(agent_daemon, "POST", BASE, {"sessionId": "bad id!"})
-    assert status == 400 and body["error"] == "invalid_session_id"
+    for bad_id in ("bad id!", "ends-in-newline\n"):
+        status, body = await call(agent_daemon, "POST", BASE, {"sessionId": bad_id})
+        assert status == 400 and body["error"] == "invalid_session_id"
+    status, body = await call(agent_daemon, "GET", "/workspaces/host%0A/agent-sessions")
+    assert status == 400
     status, body = await call(agent_daemon, "POST", f"{BASE}/nosuch/prompt", {"prompt": "hi"})
     assert status == 404 and body["error"] == "session_not_found"
     await call(agent_daemon, "POST", BASE, {"sessionId": "e", "agentType": "fake"})
@@ -94,6 +102,22 @@ async def test_create_then_prompt_starts_the_agent_and_events_stream_it(agent_da
         resumed = await read_sse(resp, lambda e: is_result("m1")(e["data"]))
     with_ids = [e["id"] for e in resumed if "id" in e]
     assert with_ids[0] == middle + 1 and with_ids == [e["id"] for e in events if "id" in e and e["id"] > middle]
+
+
+async def test_a_quiet_event_stream_stays_open_through_its_keepalives(make_daemon, agent_env):
+    """A coordinator waits on this stream while the agent works silently (a long test run):
+    keepalives must keep it open, not end it."""
+    daemon = await make_daemon(**agent_env, ACP_PING_INTERVAL="0.1s")
+    await call(daemon, "POST", BASE, {"sessionId": "quiet", "agentType": "fake"})
+    async with daemon.client() as client:
+        resp = await client.get(f"{daemon.url}{BASE}/quiet/events", headers=daemon.auth_headers("user", "host"))
+        keepalives = 0
+        async with asyncio.timeout(15):
+            while keepalives < 3:
+                keepalives += (await resp.content.readline()) == b": keepalive\n"
+        await call(daemon, "POST", f"{BASE}/quiet/prompt", {"prompt": "echo still here", "messageId": "late"})
+        events = await read_sse(resp, lambda e: is_result("late")(e["data"]))
+    assert "still here" in "".join(chunk_texts([e["data"] for e in events if "data" in e]))
 
 
 async def test_rpc_verbs_over_https(agent_daemon):
@@ -167,3 +191,42 @@ async def test_tokens_for_another_workspace_or_none_are_refused(agent_daemon):
         resp = await client.get(f"{agent_daemon.url}/agent/ws",
                                 params={"sessionId": "auth", "workspace": "../etc", "token": agent_daemon.token()})
         assert resp.status == 400
+
+
+async def _stall_a_viewer(daemon: Any, session_id: str) -> Any:
+    """A viewer of `session_id` that stops reading while the agent floods it with updates;
+    returns its socket once the daemon's sends to it are stuck."""
+    await call(daemon, "POST", BASE, {"sessionId": session_id, "agentType": "fake"})
+    path = f"/agent/ws?sessionId={session_id}&workspace=host"
+    sock = await asyncio.to_thread(open_stalled_websocket, daemon.port, path, daemon.token("user"))
+    (ws,) = [ws for ws in daemon.app[wsutil.OPEN_SOCKETS] if not ws.closed]
+    await call(daemon, "POST", f"{BASE}/{session_id}/prompt", {"prompt": "chunks 300000"})
+    await until_send_queue_full(ws.get_extra_info("socket").fileno())
+    return sock
+
+
+async def test_a_viewer_that_stops_reading_is_dropped(make_daemon, agent_env):
+    """Its close used to wait for it to read (a close drains first), so the handler never ended."""
+    daemon = await make_daemon(**agent_env, ACP_PONG_TIMEOUT="1s")
+    start = get_ring().last_seq
+    sock = await _stall_a_viewer(daemon, "stalled")
+    try:
+        await until(lambda: not [ws for ws in daemon.app[wsutil.OPEN_SOCKETS] if not ws.closed])
+        await until(lambda: "agent_viewer_detached" in {e.item["message"] for e in get_ring().read(start)[1]})
+    finally:
+        sock.close()
+
+
+async def test_a_stalled_viewer_does_not_hold_up_shutdown(make_daemon, agent_env):
+    daemon = await make_daemon(**agent_env, GRACEFUL_SHUTDOWN_TIMEOUT="5s")
+    store = daemon.app[appkeys.STORE]
+    start = get_ring().last_seq
+    sock = await _stall_a_viewer(daemon, "stalled")
+    try:
+        await daemon.stop()
+        _, entries = get_ring().read(start, limit=100_000)
+        assert "shutdown_timed_out" not in {e.item["message"] for e in entries}
+        with pytest.raises(StoreError):  # the cleanup ran to the end: the store is closed
+            await store.ping()
+    finally:
+        sock.close()

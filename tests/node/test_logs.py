@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import fcntl
-import os
-import socket
 import ssl
-import struct
-import termios
 import time
 
 import aiohttp
 import pytest
 import structlog
 
+from tests.stalled import open_stalled_websocket, until_send_queue_full
 from vm_agent import appkeys, wsutil
 from vm_agent.logs import get_ring
 from vm_agent.store import StoreError
@@ -147,45 +142,16 @@ async def test_shutdown_tells_stream_viewers_going_away(make_daemon):
             assert time.monotonic() - started < 5  # did not wait out the grace period
 
 
-def _open_stalled_viewer(port: int, token: str) -> ssl.SSLSocket:
-    """A /logs/stream client that completes the handshake and then never reads again (a
-    suspended laptop, a stuck proxy): a 4 KiB receive buffer, and nothing ever drains it."""
-    raw = socket.socket()
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    raw.connect(("127.0.0.1", port))
-    context = ssl.create_default_context()
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    sock = context.wrap_socket(raw)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            "GET /logs/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
-        ).encode()
-    )
-    assert sock.recv(1024).startswith(b"HTTP/1.1 101")
-    return sock
-
-
-def _unsent_bytes(fd: int) -> int:
-    return struct.unpack("I", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0" * 4))[0]
-
-
 async def _stall_a_viewer(daemon) -> ssl.SSLSocket:
     """Open a viewer that stops reading, then log ~20 MB: far more than the socket buffers hold.
     Returns once the daemon's kernel send queue holds data the viewer will never take."""
-    sock = await asyncio.to_thread(_open_stalled_viewer, daemon.port, daemon.token("management", workspace=None))
+    token = daemon.token("management", workspace=None)
+    sock = await asyncio.to_thread(open_stalled_websocket, daemon.port, "/logs/stream", token)
     (stream,) = [ws for ws in daemon.app[wsutil.OPEN_SOCKETS] if not ws.closed]
-    server_fd = stream.get_extra_info("socket").fileno()
     emit_blobs = structlog.get_logger("tests")
     for n in range(200):
         emit_blobs.info("filler", n=n, blob="x" * 100_000)
-    # Nothing signals "the peer's window is shut", so this polls the fact itself: the daemon's
-    # kernel queue of unsent bytes (TIOCOUTQ). On loopback it stays near empty while the peer
-    # reads; a megabyte there means the viewer stopped and the daemon's sends now wait.
-    async with asyncio.timeout(30):
-        while _unsent_bytes(server_fd) < 1024 * 1024:  # noqa: ASYNC110 (no event for a full TCP window)
-            await asyncio.sleep(0.02)
+    await until_send_queue_full(stream.get_extra_info("socket").fileno())
     return sock
 
 

@@ -32,7 +32,7 @@ from vm_agent.workspaces.placement import WorkspaceResolver
 log = structlog.get_logger("vm_agent.agents.gateway")
 
 PERSIST_COALESCE = 0.25
-SESSION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS agent_sessions (
@@ -143,7 +143,7 @@ class AgentGateway:
         if idempotency_key and (workspace_id, idempotency_key) in self._idempotency:
             session_id = self._idempotency[(workspace_id, idempotency_key)]
         session_id = session_id or secrets.token_hex(8)
-        if not SESSION_ID.match(session_id):
+        if not SESSION_ID.fullmatch(session_id):
             raise BadRequest("sessionId must be 1-128 chars of [A-Za-z0-9._:-]", code="invalid_session_id")
         existing = self._sessions.get((workspace_id, session_id))
         if existing is not None:
@@ -276,8 +276,10 @@ class AgentGateway:
                 continue
             try:
                 await self._save(session)
-                await self._tabs.update(session.workspace_id, session.id, acp_session_id=session.acp_session_id,
-                                        last_prompt=session.last_prompt, agent_id=session.agent_type)
+                await self._tabs.update(
+                    session.workspace_id, session.id, of_type="chat", acp_session_id=session.acp_session_id,
+                    last_prompt=session.last_prompt, agent_id=session.agent_type,
+                )
             except Exception as exc:
                 # Not only StoreError: a value sqlite cannot take (e.g. text it cannot encode)
                 # fails this session's row, never the other sessions' persistence.

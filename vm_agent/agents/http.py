@@ -46,7 +46,7 @@ def _gateway(request: web.Request) -> AgentGateway:
 
 async def _workspace(request: web.Request, *, read_only: bool = False) -> str:
     ws = request.match_info["ws"]
-    if not WORKSPACE_ID.match(ws):
+    if not WORKSPACE_ID.fullmatch(ws):
         raise BadRequest("workspace id must be 1-64 chars of [A-Za-z0-9_-]", code="invalid_workspace_id")
     await authenticate(request, kinds={MANAGEMENT, USER} if read_only else {MANAGEMENT}, workspace=ws)
     return ws
@@ -189,20 +189,31 @@ async def session_events(request: web.Request) -> web.StreamResponse:
                                            "X-Accel-Buffering": "no"})
     await response.prepare(request)
     events = _sse(follow(session, after))
+    # One pending read, waited on with a timeout but never cancelled by it: cancelling a read of
+    # an async generator finishes the generator, which ended every quiet stream at its first
+    # keepalive.
+    pending: asyncio.Future[bytes] | None = None
     try:
         while True:
-            try:
-                async with asyncio.timeout(settings.acp_ping_interval):
-                    chunk = await anext(events)
-            except TimeoutError:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(events))
+            done, _ = await asyncio.wait({pending}, timeout=settings.acp_ping_interval)
+            if done:
+                try:
+                    chunk = pending.result()
+                except StopAsyncIteration:
+                    break
+                pending = None
+            else:
                 chunk = b": keepalive\n\n"
-            except StopAsyncIteration:
-                break
             async with asyncio.timeout(settings.acp_pong_timeout):
                 await response.write(chunk)
     except (ConnectionResetError, TimeoutError):
         pass
     finally:
+        if pending is not None and not pending.done():
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
         await events.aclose()
     return response
 

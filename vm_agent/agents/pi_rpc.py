@@ -57,7 +57,7 @@ from vm_agent.agents.redact import has_surrogate_escape, scrub_surrogates
 
 log = structlog.get_logger("vm_agent.agents.pi_rpc")
 
-_SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+_SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 _DIALOGS = frozenset({"select", "confirm", "input", "editor"})
 _STOP_REASONS = {"stop": END_TURN, "toolUse": END_TURN, "length": MAX_TOKENS, "aborted": CANCELLED}
 
@@ -97,7 +97,7 @@ class PiRpcDriver(AgentDriver):
     async def start(self, resume_session_id: str | None = None) -> str:
         spec = self.spec
         if resume_session_id:
-            if not _SESSION_ID.match(resume_session_id):
+            if not _SESSION_ID.fullmatch(resume_session_id):
                 raise AgentStartError(f"not a pi session id: {resume_session_id!r}")
             # --session-id reopens that conversation of this working directory (or starts it).
             spec = dataclasses.replace(spec, argv=(*spec.argv, "--session-id", resume_session_id))

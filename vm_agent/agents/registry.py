@@ -25,7 +25,7 @@ from typing import Any
 
 PROTOCOLS = ("acp", "pi-rpc")
 DEFAULT_AGENT_TYPE = "pi"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)", re.IGNORECASE)
 BASE_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
             "NODE_OPTIONS", "NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "HTTP_PROXY", "HTTPS_PROXY",
@@ -59,7 +59,7 @@ class AgentSpec:
     description: str = ""
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
+        if not _NAME.fullmatch(self.name):
             raise RegistryError(f"agent type name {self.name!r} is not 1-64 chars of [A-Za-z0-9._-]")
         if not self.argv or not all(isinstance(a, str) and a for a in self.argv):
             raise RegistryError(f"agent type {self.name!r}: command must be a non-empty list of strings")

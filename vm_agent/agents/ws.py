@@ -35,7 +35,7 @@ from vm_agent.wsframe import text_frames
 log = structlog.get_logger("vm_agent.agents.ws")
 
 WRITE_HIGH_WATER = 1024 * 1024
-WORKSPACE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+WORKSPACE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602
 
 
@@ -55,7 +55,7 @@ async def agent_ws(request: web.Request) -> web.StreamResponse:
     settings = request.app[appkeys.SETTINGS]
     gateway: AgentGateway = request.app[appkeys.AGENTS]
     query_ws = request.query.get("workspace") or None
-    if query_ws is not None and not WORKSPACE_ID.match(query_ws):
+    if query_ws is not None and not WORKSPACE_ID.fullmatch(query_ws):
         raise BadRequest("workspace id must be 1-64 chars of [A-Za-z0-9_-]", code="invalid_workspace_id")
     principal = await authenticate(request, kinds={USER, MANAGEMENT}, workspace=query_ws)
     workspace = query_ws or principal.workspace_id or settings.workspace_id or HOST_WORKSPACE
@@ -102,7 +102,7 @@ async def _serve(request: web.Request, session: AgentSession, user: str, after: 
             try:
                 msg = await ws.receive(timeout=settings.acp_pong_timeout)
             except TimeoutError:
-                await ws.close(code=1001, message=b"keepalive timeout")
+                await wsutil.close_within(ws, transport, 1001, b"keepalive timeout")
                 break
             if msg.type == WSMsgType.TEXT:
                 await _handle(ws, gateway, session, msg.data)
@@ -121,7 +121,7 @@ async def _serve(request: web.Request, session: AgentSession, user: str, after: 
             with contextlib.suppress(BaseException):
                 await task
         if not ws.closed:
-            await ws.close()
+            await wsutil.close_within(ws, transport, 1000, b"")
         viewer.info("agent_viewer_detached")
     return ws
 
@@ -141,9 +141,10 @@ async def _send(ws: web.WebSocketResponse, transport: asyncio.Transport, session
             if transport.get_write_buffer_size() > WRITE_HIGH_WATER:
                 async with asyncio.timeout(stall):
                     await _drained(transport)
-        await ws.close(code=1001, message=b"session closed")
+        await wsutil.close_within(ws, transport, 1001, b"session closed")
     except TimeoutError:
-        await ws.close(code=1008, message=b"viewer too slow")
+        # Bounded and then aborted: a close drains first, and this viewer is not reading.
+        await wsutil.close_within(ws, transport, 1008, b"viewer too slow")
     except (ConnectionResetError, RuntimeError):
         pass
 
