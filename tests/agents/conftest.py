@@ -102,7 +102,11 @@ class Viewer:
         if after is not None:
             query["after"] = str(after)
         client = daemon.client()
-        ws = await client.ws_connect(f"{daemon.ws_url}/agent/ws", params=query, max_msg_size=0)
+        try:
+            ws = await client.ws_connect(f"{daemon.ws_url}/agent/ws", params=query, max_msg_size=0)
+        except BaseException:
+            await client.close()
+            raise
         return cls(client, ws)
 
     async def send(self, message: dict[str, Any]) -> None:

@@ -121,6 +121,18 @@ async def test_stop_during_a_slow_start_stays_stopped_and_leaves_no_agent(agent_
     assert [m["status"] for m in v.messages if m.get("type") == "agent_status"] == ["starting", "stopped"]
 
 
+async def test_a_prompt_whose_agent_start_is_stopped_ends_cancelled(agent_daemon, viewers, tmp_path: Path):
+    """The user stopped it: that is a cancel, not an error about an agent that failed to start."""
+    await create_session(agent_daemon, "slowprompt", agent="fake-slow")
+    v = await viewers(agent_daemon, "slowprompt")
+    await v.prompt("echo hi", request_id="p")
+    await until(lambda: bool(agent_pids(tmp_path)))
+    status, _ = await call(agent_daemon, "POST", f"{BASE}/slowprompt/stop")
+    assert status == 200
+    result = await v.until(is_result("p"))
+    assert result.get("result") == {"stopReason": "cancelled"}
+
+
 async def test_daemon_shutdown_during_a_start_leaves_no_agent_process(agent_daemon, tmp_path: Path):
     await create_session(agent_daemon, "slowdown", agent="fake-slow")
     status, _ = await call(agent_daemon, "POST", f"{BASE}/slowdown/start", {})

@@ -1,6 +1,6 @@
-"""Sessions go away: deleted over HTTP, or, when `/agent/ws` made one for a viewer that named
-none and it was never used, when that viewer leaves. Otherwise page loads pile up persisted
-sessions until ACP_MAX_SESSIONS refuses every new one, even across restarts."""
+"""Sessions go away: deleted over HTTP (and stay gone, though a viewer tries to reconnect), or,
+never used and unwatched, to make room at ACP_MAX_SESSIONS. Otherwise page loads pile up
+persisted sessions until the cap refuses every new one, even across restarts."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from tests.agents.conftest import agent_pids, is_result, pid_alive, until
 from tests.agents.test_agent_ws import create_session
@@ -37,7 +38,10 @@ async def test_delete_stops_the_agent_and_removes_the_session_its_tab_and_its_st
     closing = await v.ws.receive(timeout=10)
     while closing.type == aiohttp.WSMsgType.TEXT:  # what was on its way, then the close
         closing = await v.ws.receive(timeout=10)
-    assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1001
+    assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 4404  # not "going away"
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:  # a viewer reconnecting to it
+        await viewers(daemon, "doomed")
+    assert refused.value.status == 404
     assert list(await listed(daemon)) == ["kept"]
     _, tabs = await call(daemon, "GET", "/workspaces/host/tabs", kind="user")
     assert [t["id"] for t in tabs["tabs"]] == ["kept"]
@@ -50,28 +54,33 @@ async def test_delete_stops_the_agent_and_removes_the_session_its_tab_and_its_st
     assert status == 201
 
 
-async def test_viewers_that_name_no_session_do_not_pile_up_sessions(make_daemon, agent_env, viewers):
+async def test_unused_sessions_make_room_at_the_cap_and_used_ones_stay(make_daemon, agent_env, viewers):
     daemon = await make_daemon(**agent_env, ACP_MAX_SESSIONS="2")
-    for _ in range(5):  # page loads: more than the cap
-        v = await viewers(daemon, agentType="fake")
-        assert (await v.next())["type"] == "session_state"
-        await v.close()
-        await until(lambda: no_sessions(daemon))
-
     # one that was used is kept when its viewer leaves
     v = await viewers(daemon, agentType="fake")
-    session_id = (await v.next())["sessionId"]
+    used = (await v.next())["sessionId"]
     await v.prompt("echo keep me", request_id="k")
     await v.until(is_result("k"))
     await v.close()
-    await until(lambda: left_alone(daemon, session_id))
-    # and a session named by its viewer is never removed that way
-    await create_session(daemon, "named")
-    w = await viewers(daemon, "named")
-    await w.next()
+    await until(lambda: left_alone(daemon, used))
+
+    # a new chat whose socket dropped before its first prompt is still there, with its type
+    w = await viewers(daemon, agentType="fake-steer")
+    fresh = (await w.next())["sessionId"]
     await w.close()
-    await until(lambda: left_alone(daemon, "named"))
-    assert set(await listed(daemon)) == {session_id, "named"}
+    await until(lambda: left_alone(daemon, fresh))
+    again = await viewers(daemon, fresh)
+    assert (await again.next())["agentType"] == "fake-steer"
+    await again.close()
+    await until(lambda: left_alone(daemon, fresh))
+
+    for _ in range(5):  # page loads and made-up ids, more than the cap: each makes room
+        page = await viewers(daemon, agentType="fake")
+        assert (await page.next())["type"] == "session_state"
+        await page.close()
+    named = await viewers(daemon, "made-up-id")
+    assert (await named.next())["sessionId"] == "made-up-id"
+    assert used in await listed(daemon) and len(await listed(daemon)) == 2
 
 
 async def no_sessions(daemon: Any) -> bool:

@@ -32,6 +32,7 @@ from vm_agent.workspaces.placement import WorkspaceResolver
 log = structlog.get_logger("vm_agent.agents.gateway")
 
 PERSIST_COALESCE = 0.25
+DELETED_REMEMBERED = 4096
 SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 SCHEMA = """
@@ -64,6 +65,7 @@ class AgentGateway:
         self._sessions: dict[tuple[str, str], AgentSession] = {}
         self._idempotency: dict[tuple[str, str], str] = {}
         self._dirty: dict[tuple[str, str], AgentSession] = {}
+        self._deleted: dict[tuple[str, str], None] = {}  # recently deleted, oldest first
         self._dirty_event = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -155,6 +157,8 @@ class AgentGateway:
         if permission_policy is not None and permission_policy not in POLICIES:
             raise BadRequest(f"permission policy must be one of {', '.join(POLICIES)}", code="invalid_policy")
         if len(self._sessions) >= self.settings.acp_max_sessions:
+            await self._evict_unused()
+        if len(self._sessions) >= self.settings.acp_max_sessions:
             raise TooManyRequests(f"at most {self.settings.acp_max_sessions} agent sessions",
                                   code="too_many_sessions")
         session = self._new_session(workspace_id, session_id, agent_type=agent_type, label=label,
@@ -162,6 +166,7 @@ class AgentGateway:
         session.mcp_servers = list(mcp_servers or [])
         if idempotency_key:
             self._idempotency[(workspace_id, idempotency_key)] = session_id
+        self._deleted.pop((workspace_id, session_id), None)
         await self._save(session, idempotency_key)
         with contextlib.suppress(StoreError):
             await self._tabs.add(workspace_id, session_id, "chat", label or agent_type, agent_id=agent_type)
@@ -200,19 +205,30 @@ class AgentGateway:
         if session is None:
             raise NotFound(f"no agent session {session_id!r} in workspace {workspace_id!r}",
                            code="session_not_found")
+        self._deleted[(workspace_id, session_id)] = None
+        while len(self._deleted) > DELETED_REMEMBERED:
+            del self._deleted[next(iter(self._deleted))]
+        session.deleted = True
         await self._forget(session)
 
-    async def discard_if_unused(self, session: AgentSession) -> bool:
-        """Delete `session` if nobody watches it and nothing ever happened in it.
+    def was_deleted(self, workspace_id: str, session_id: str) -> bool:
+        """Whether `DELETE` removed this session lately: a viewer reconnecting to it must not
+        bring it back as an empty session (naming an unknown id otherwise creates one)."""
+        return (workspace_id, session_id) in self._deleted
 
-        For sessions `/agent/ws` created for a viewer that named none: every page load would
-        otherwise leave one behind, persisted, until ACP_MAX_SESSIONS refuses all new ones."""
-        key = (session.workspace_id, session.id)
-        if self._sessions.get(key) is not session or session.viewer_count or not session.unused:
-            return False
-        del self._sessions[key]
-        await self._forget(session)
-        return True
+    async def _evict_unused(self) -> None:
+        """At the session cap, make room by deleting the oldest session nobody watches and
+        nothing ever happened in (page loads that named no session, ids a client tried once).
+
+        Only then, not when its last viewer leaves: a new chat whose socket dropped before its
+        first prompt must still be there, with the agent type chosen for it, on reconnect."""
+        idle = [s for s in self._sessions.values() if not s.viewer_count and s.unused]
+        if not idle:
+            return
+        oldest = min(idle, key=lambda s: s.created_at)
+        del self._sessions[(oldest.workspace_id, oldest.id)]
+        log.info("agent_session_evicted", session_id=oldest.id, workspace=oldest.workspace_id)
+        await self._forget(oldest)
 
     async def _forget(self, session: AgentSession) -> None:
         """The rest of a delete, for a session already out of `_sessions` (so nothing re-saves it)."""

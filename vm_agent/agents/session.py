@@ -86,6 +86,7 @@ class AgentSession(PromptRunner):
         self.permission_mode: str | None = None
         self.mcp_servers: list[dict[str, Any]] = []
         self.viewer_count = 0
+        self.deleted = False  # removed by DELETE: viewers are told so, not that we are going away
         self.counts = {"prompts": 0, "retries": 0, "restarts": 0, "crashes": 0}
         # items are always bytes (serialized JSON), so `len` is their size
         self.log: EventLog[bytes] = EventLog(settings.acp_message_buffer_size, settings.acp_message_buffer_bytes,
@@ -246,6 +247,12 @@ class AgentSession(PromptRunner):
                 await self._driver.cancel()
         return True
 
+    def _mark_cancelled(self) -> None:
+        """Before a start is called off: the prompt waiting on it then ends `cancelled`, which
+        is what the user asked for, not an error about an agent that failed to start."""
+        if self._current is not None:
+            self._cancel.set()
+
     async def abort(self) -> dict[str, Any]:
         """Cancel the running prompt and drop everything queued (each dropped prompt completes)."""
         dropped = list(self._queue)
@@ -325,6 +332,7 @@ class AgentSession(PromptRunner):
     async def _halt(self) -> None:
         """Abort what runs, call off a start under way (see `_call_off_start`), stop the agent
         (and any abandoned one still being stopped: when this returns, no agent process runs)."""
+        self._mark_cancelled()
         await self._call_off_start()
         await self.abort()
         await self._until_idle()
@@ -338,6 +346,7 @@ class AgentSession(PromptRunner):
         self._queue.clear()
         for item in dropped:
             self._complete(item, CANCELLED)
+        self._mark_cancelled()
         await self._call_off_start()
         if self._current is not None:
             await self.cancel()

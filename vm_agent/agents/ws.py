@@ -28,7 +28,7 @@ from vm_agent.agents.verbs import VERBS, run_verb
 from vm_agent.agents.viewers import Batch, follow
 from vm_agent.agents.wsframes import SharedFrames
 from vm_agent.auth import MANAGEMENT, USER, authenticate, set_login_cookies
-from vm_agent.errors import BadRequest
+from vm_agent.errors import BadRequest, NotFound
 from vm_agent.workspaces.placement import HOST_WORKSPACE
 from vm_agent.wsframe import text_frames
 
@@ -36,6 +36,7 @@ log = structlog.get_logger("vm_agent.agents.ws")
 
 WRITE_HIGH_WATER = 1024 * 1024
 WORKSPACE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+CLOSE_SESSION_DELETED = 4404  # the session was deleted: a client should close its view, not reconnect
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602
 
 
@@ -62,12 +63,12 @@ async def agent_ws(request: web.Request) -> web.StreamResponse:
     after = int_param(request.query.get("after"), "after")
     session_id = request.query.get("sessionId") or None
     session = gateway.find(workspace, session_id) if session_id else None
-    implicit = False
     if session is None:
-        session, created = await gateway.create(workspace, session_id,
-                                                agent_type=request.query.get("agentType") or None)
-        implicit = created and session_id is None
-    # Counted from here, not from the handshake: a session someone is attaching to is not unused.
+        if session_id and gateway.was_deleted(workspace, session_id):
+            raise NotFound(f"agent session {session_id!r} was deleted", code="session_deleted")
+        session, _ = await gateway.create(workspace, session_id, agent_type=request.query.get("agentType") or None)
+    # Counted from here, not from the handshake: a session someone is attaching to is not one
+    # the session cap may evict as unused.
     session.viewer_count += 1
     try:
         return await _serve(request, session, principal.user_id, after)
@@ -75,10 +76,6 @@ async def agent_ws(request: web.Request) -> web.StreamResponse:
         session.viewer_count -= 1
         if session.viewer_count < 2:
             _shared_frames.pop(session, None)
-        if implicit:
-            # Made for this viewer alone (it named no session): if it leaves without using it,
-            # nothing worth keeping is lost, and a reloading page must not pile sessions up.
-            await gateway.discard_if_unused(session)
 
 
 async def _serve(request: web.Request, session: AgentSession, user: str, after: int) -> web.StreamResponse:
@@ -141,7 +138,10 @@ async def _send(ws: web.WebSocketResponse, transport: asyncio.Transport, session
             if transport.get_write_buffer_size() > WRITE_HIGH_WATER:
                 async with asyncio.timeout(stall):
                     await _drained(transport)
-        await wsutil.close_within(ws, transport, 1001, b"session closed")
+        if session.deleted:  # not "going away": there is nothing to reconnect to
+            await wsutil.close_within(ws, transport, CLOSE_SESSION_DELETED, b"session deleted")
+        else:
+            await wsutil.close_within(ws, transport, 1001, b"session closed")
     except TimeoutError:
         # Bounded and then aborted: a close drains first, and this viewer is not reading.
         await wsutil.close_within(ws, transport, 1008, b"viewer too slow")

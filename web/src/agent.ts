@@ -8,6 +8,9 @@ import { Backoff, stillSignedIn, wsUrl } from './api';
 import { h, truncate } from './dom';
 import { type Json, Transcript } from './transcript';
 
+/** The close code of a socket whose session was deleted (vm_agent/agents/ws.py). */
+const SESSION_DELETED = 4404;
+
 export interface AgentEvents {
   identified(view: AgentView, sessionId: string, agentType: string): void;
   signedOut(): void;
@@ -93,10 +96,16 @@ export class AgentView {
       }
       this.handle(msg);
     };
-    ws.onclose = () => {
+    ws.onclose = (event) => {
       if (this.ws !== ws) return;
       this.ws = null;
       if (this.disposed) return;
+      if (event.code === SESSION_DELETED) {
+        // Deleted on the daemon: there is nothing to reconnect to.
+        this.setBanner('This agent session was deleted.', 'error');
+        this.element.dataset.state = 'deleted';
+        return;
+      }
       if (!this.identified) {
         // A new session the daemon refused (an unknown agent type, a limit): retrying would only
         // repeat the refusal, and a browser cannot read why a WebSocket handshake failed.
