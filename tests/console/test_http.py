@@ -86,17 +86,41 @@ async def test_a_bad_token_link_is_refused_without_a_cookie(daemon: Any, built_a
 
 async def test_a_token_link_logs_in_as_its_owner_even_with_a_cookie(daemon: Any, built_assets: Path) -> None:
     """A browser logged in as alice that opens bob's console link becomes bob. Before, the cookie
-    won: 303, no new cookie, and the console went on as alice."""
+    won: 303, no new cookie, and the console went on as alice. Then, alice's per-workspace cookie
+    survived and still spoke for her workspace (`whoami?workspace=host` said alice)."""
     alice = daemon.token("user", "host", user="alice")
     bob = daemon.token("user", "other", user="bob")
     async with daemon.client(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
         response = await client.get(f"{daemon.url}/", params={"token": alice}, allow_redirects=False)
         assert response.status == 303
+        alice_session = response.cookies["vm_session_host"].value
         response = await client.get(f"{daemon.url}/", params={"token": bob}, allow_redirects=False)
         assert response.status == 303
         assert {"vm_session", "vm_session_other"} <= set(response.cookies)
         whoami = await (await client.get(f"{daemon.url}/auth/whoami")).json()
         assert (whoami["userId"], whoami["workspaceId"]) == ("bob", "other")
+        # alice's vm_session_host is expired and dead too, not checked first for `host` routes
+        # (terminals and agents there ran as alice): no credential for host is left (bob's is
+        # not for host).
+        expired = response.cookies.get("vm_session_host")
+        response = await client.get(f"{daemon.url}/auth/whoami", params={"workspace": "host"})
+        assert response.status == 401, await response.text()
+        assert expired is not None and expired.value == "" and expired["max-age"] == "0"
+        async with daemon.client() as replay:  # and revoked: a copy of alice's cookie is refused
+            for name in ("vm_session_host", "vm_session"):
+                response = await replay.get(
+                    f"{daemon.url}/auth/whoami", params={"workspace": "host"}, cookies={name: alice_session}
+                )
+                assert response.status == 401, name
+        # A management login (no workspace cookie of its own) clears bob's vm_session_other.
+        admin = daemon.token("management", None, user="admin")
+        response = await client.get(f"{daemon.url}/", params={"token": admin}, allow_redirects=False)
+        assert response.status == 303
+        for workspace in ("host", "other"):
+            response = await client.get(f"{daemon.url}/auth/whoami", params={"workspace": workspace})
+            assert response.status == 200, workspace
+            whoami = await response.json()
+            assert (whoami["userId"], whoami["kind"]) == ("admin", "management"), workspace
 
 
 async def test_a_bad_token_link_is_refused_even_with_a_cookie(daemon: Any, built_assets: Path) -> None:

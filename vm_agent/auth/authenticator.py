@@ -28,6 +28,7 @@ log = structlog.get_logger("vm_agent.auth")
 
 COOKIE = "vm_session"
 _LOGIN_KEY = web.RequestKey("vm_agent_login", Principal)
+_EXPLICIT_KEY = web.RequestKey("vm_agent_explicit_login", bool)
 ALL_KINDS = frozenset({"user", "management"})
 
 
@@ -93,9 +94,11 @@ class Authenticator:
         """`?token=` as an explicit login (the console's `/?token=`): the query token alone
         decides. Cookies already held do not stand in for it: a browser logged in as one user
         that opens another's link becomes that user (`set_login_cookies` then issues cookies for
-        them), and a bad token is a 401 even beside a good cookie, never a silent "logged in"."""
+        them, ending every session cookie the browser held), and a bad token is a 401 even
+        beside a good cookie, never a silent "logged in"."""
         principal = await _answer(request, self.tokens.validate(request.query.get("token", "")))
         request[_LOGIN_KEY] = principal
+        request[_EXPLICIT_KEY] = True
         return principal
 
     def set_login_cookies(self, request: web.Request, response: web.StreamResponse) -> None:
@@ -110,9 +113,25 @@ class Authenticator:
             "path": "/",
             "max_age": int(self.sessions.remaining(session_id)),  # the browser forgets it when we do
         }
-        response.set_cookie(COOKIE, session_id, **options)
-        if principal.workspace_id:
-            response.set_cookie(f"{COOKIE}_{principal.workspace_id}", session_id, **options)
+        issued = {COOKIE} | ({f"{COOKIE}_{principal.workspace_id}"} if principal.workspace_id else set())
+        if request.get(_EXPLICIT_KEY):
+            self._end_held_sessions(request, response, keep=issued)
+        for name in issued:
+            response.set_cookie(name, session_id, **options)
+
+    def _end_held_sessions(self, request: web.Request, response: web.StreamResponse, keep: set[str]) -> None:
+        """After an explicit login, no session the browser held may still speak for it: the
+        per-workspace cookies are checked before `vm_session`, so a previous user's
+        `vm_session_<ws>` left in place would go on running that workspace as them. Every held
+        session is revoked, and every such cookie that the login does not re-issue is expired."""
+        for name, value in request.cookies.items():
+            if name != COOKIE and not name.startswith(f"{COOKIE}_"):
+                continue
+            self.sessions.revoke(value)
+            if name not in keep:
+                response.del_cookie(
+                    name, path="/", secure=self.settings.cookie_secure, httponly=True, samesite="Strict"
+                )
 
 
 async def _answer(request: web.Request, identify: Awaitable[Principal]) -> Principal:
