@@ -7,10 +7,10 @@ import asyncio
 from collections.abc import Callable
 
 from vm_agent.client import AgentClient, Event
-from vm_agent.client.prompts import PromptReply
+from vm_agent.client.prompts import LOST_END, PromptReply
 from vm_agent.client.settling import last_seq
 
-from .conftest import cli_env, client_for, run_cli
+from .conftest import agent_env, cli_env, client_for, run_cli, stop_agents
 
 WAIT = 30
 
@@ -68,6 +68,86 @@ async def test_prompt_wait_fails_when_its_prompt_is_aborted(agent_daemon):
         await client.abort()  # `vmagent prompt --wait "Build X" && deploy` must not deploy now
         result = await waiting
     assert (result.code, result.out, result.err) == (1, "sleeping\n", "vmagent: the prompt was cancelled\n")
+
+
+async def test_prompt_wait_then_steer_prints_the_steered_reply(agent_daemon):
+    # README "Redirect it": `pi` has no native steering, so the daemon cancels the running prompt
+    # and runs the steer as a new prompt; the wait follows it to its end.
+    env = cli_env(agent_daemon)
+    async with client_for(agent_daemon) as client:
+        await client.ensure_session()
+        after = last_seq(await client.get_state())
+        waiting = asyncio.create_task(run_cli("prompt", "--wait", "sleep 30", env=env))
+        await until_event(client, after, lambda e: e.text() == "sleeping")
+        answer = await client.steer("echo redirected to SQLite")
+        result = await waiting
+    assert answer["status"] == "queued"  # replaced the running prompt, not delivered into it
+    assert (result.code, result.out, result.err) == (0, "redirected to SQLite\n", "")
+
+
+async def test_run_follows_a_steer_and_reports_its_id(agent_daemon):
+    async with client_for(agent_daemon) as client:
+        await client.ensure_session()
+        sent = await client.send_prompt("sleep 30")
+        waiting = asyncio.create_task(client.wait_result(sent, WAIT))
+        await until_event(client, sent.after, lambda e: e.text() == "sleeping")
+        steer = await client.steer("echo steered")
+        result = await waiting
+    assert (result.text, result.stop_reason, result.failure) == ("steered", "end_turn", None)
+    assert result.prompt_id == steer["promptId"] != sent.prompt_id
+
+
+async def test_a_wait_whose_prompt_ended_in_a_gap_fails_instead_of_hanging(make_daemon, relay_to, tmp_path):
+    daemon = await make_daemon(**agent_env(tmp_path), ACP_MESSAGE_BUFFER_SIZE="50")
+    relay = await relay_to(daemon)
+    try:
+        async with client_for(daemon) as other, client_for(daemon, url=relay.url) as me:
+            await other.ensure_session()
+            await other.prompt("sleep 30")  # someone's work is running
+            sent = await me.send_prompt("echo mine")  # ours is queued behind it
+            await other.prompt("chunks 300")  # and a chatty prompt behind ours pushes its end out of the log
+            read_sleeping = asyncio.Event()
+            me.on_event = lambda e: e.text() == "sleeping" and read_sleeping.set()
+            waiting = asyncio.create_task(me.wait_result(sent, WAIT))
+            await asyncio.wait_for(read_sleeping.wait(), WAIT)
+            relay.black_hole()  # the coordinator's network drops out, silently
+            await other.cancel()  # the running prompt ends; ours runs, then the chatty one
+            state = await other.wait_idle(WAIT)
+            relay.silent = False  # the network is back; the stalled connection is cut
+            relay.drop()
+            result = await waiting
+    finally:
+        await stop_agents(daemon)
+    assert state["queue"] == [] and state["currentPrompt"] is None
+    assert result.prompt_id == sent.prompt_id and result.failure == LOST_END
+    assert "event log" in result.failure
+
+
+def test_a_gap_does_not_end_a_wait_whose_end_comes_after_it():
+    # The state read after a gap may already say the prompt is over while its end is still on
+    # its way in the replay after the gap: only events up to the state's seq decide.
+    reply = PromptReply("p2")
+    gap = Event(None, {"type": "session_gap", "from": 3, "to": 9})
+    assert reply.wants_state(gap)
+    reply.seen_state({"currentPrompt": None, "queue": [], "counts": {"messages": 12}})
+    assert not reply.feed(gap)
+    assert not reply.feed(Event(10, {"seq": 10, "type": "session_prompting", "promptId": "p2"}))
+    assert reply.feed(Event(11, {"seq": 11, "type": "session_prompt_done", "promptId": "p2", "stopReason": "end_turn"}))
+    assert reply.result().failure is None
+
+
+def test_a_prompt_cancelled_with_no_steer_at_the_head_of_the_queue_stays_cancelled():
+    # abort empties the queue (queue_update []) before it cancels the running prompt.
+    reply = PromptReply("p1")
+    events = [
+        Event(1, {"seq": 1, "type": "session_prompting", "promptId": "p1", "kind": "prompt"}),
+        Event(2, {"seq": 2, "type": "queue_update", "queue": [{"id": "p2", "kind": "steer", "text": "x"}]}),
+        Event(3, {"seq": 3, "type": "session_prompt_done", "promptId": "p2", "stopReason": "cancelled"}),
+        Event(4, {"seq": 4, "type": "queue_update", "queue": []}),
+        Event(5, {"seq": 5, "type": "session_prompt_done", "promptId": "p1", "stopReason": "cancelled"}),
+    ]
+    assert [reply.feed(e) for e in events] == [False, False, False, False, True]
+    assert reply.result().failure == "the prompt was cancelled"
 
 
 async def test_a_reply_after_transient_provider_errors_holds_only_the_successful_attempt(agent_daemon):

@@ -149,3 +149,19 @@ async def test_broadcast_abort_then_wait_for_all(make_daemon, tmp_path):
         "vm1": "cancelled",
         "vm2": "cancelled",
     }
+
+
+async def test_broadcast_steer_during_run_gives_every_row_the_steered_reply(agent_daemon):
+    # `pi` has no native steering: each running prompt is cancelled and the steer runs instead.
+    clients = [client_for(agent_daemon, name=f"w{i}", session=f"w{i}") for i in range(3)]
+    sleeping = {c.name: asyncio.Event() for c in clients}
+    for client in clients:  # each client's own hook, which Swarm keeps calling during a run
+        client.on_event = lambda e, started=sleeping[client.name]: e.text() == "sleeping" and started.set()
+    async with Swarm(clients) as swarm:
+        job = asyncio.create_task(swarm.run("sleep 30", timeout_s=WAIT))
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in sleeping.values())), WAIT)
+        answers = await swarm.broadcast("steer", "echo use SQLite instead")
+        await job
+    assert {name: answer.get("status") for name, answer in answers.items()} == dict.fromkeys(sleeping, "queued")
+    rows = {run.name: (run.status, run.error, run.text, run.stop_reason) for run in swarm.runs}
+    assert rows == dict.fromkeys(sleeping, (AgentStatus.DONE, None, "use SQLite instead", "end_turn"))

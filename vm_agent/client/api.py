@@ -291,9 +291,9 @@ class AgentClient:
     ) -> RunResult:
         """Read events until the prompt `sent` has finished; the reply is its own turn's text.
 
-        It ends at that prompt's `session_prompt_done`, whatever runs or is queued before or
-        after it. Given a bare seq (or a daemon that sends no prompt ids) there is no prompt to
-        follow: it waits until the session settles and takes the last turn's text.
+        It ends at that prompt's `session_prompt_done` (or that of the steer that replaced it),
+        whatever runs or is queued before or after it. Given a bare seq (or a daemon that sends
+        no prompt ids) there is no prompt to follow: it waits until the session settles.
         """
         if isinstance(sent, int):
             sent = SentPrompt(sent)
@@ -304,6 +304,9 @@ class AgentClient:
         try:
             async with asyncio.timeout(timeout_s):
                 async for event in events:
+                    if reply.wants_state(event):  # a gap: was the prompt's end among the lost events?
+                        with contextlib.suppress(ClientError):
+                            reply.seen_state(await self.get_state(**where))
                     finished = reply.feed(event)
                     if self.on_event is not None:
                         self.on_event(event)

@@ -7,6 +7,19 @@ whichever prompt ran last, and its exit status. The daemon tags the events that 
 prompt with its `promptId` (`session_prompting`, `prompt_retry`, `agent_crash_report`, the
 prompt's result and `session_prompt_done`); streamed text carries no id, but only one prompt
 runs at a time, so the text between a prompt's start and its `session_prompt_done` is its reply.
+
+Two things can end the events of a prompt without ending the work it stands for:
+
+- A steer to an agent without native steering queues the steer at the head of the queue, then
+  cancels the running prompt; the steer runs next as a new prompt with its own id. The daemon
+  does not link the two, but the order of its events does: the steer's `queue_update` comes
+  before the running prompt's `session_prompt_done`. A prompt that had started and ends
+  `cancelled` while the queue's head is a steer was replaced by it, so the reply follows it.
+  (`abort` empties the queue before it cancels, so an aborted prompt stays cancelled.)
+- A reader that fell behind the daemon's retained log gets `session_gap`: the prompt's own
+  `session_prompt_done` may be among the lost events. The waiter then reads the session's state;
+  if the prompt is neither running nor queued, its end happened by the state's last seq, and
+  once the events up to that seq are read without it, it was lost.
 """
 
 from __future__ import annotations
@@ -15,6 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vm_agent.client.events import Event
+from vm_agent.client.settling import last_seq
+
+LOST_END = "the prompt's end was not seen: the daemon's event log dropped it (session_gap) while it was not read"
 
 
 @dataclass(frozen=True)
@@ -91,13 +107,60 @@ class PromptReply:
         self._stop_reason: str | None = None
         self._error: str | None = None
         self._crash: dict[str, Any] | None = None
+        self._started = False  # our prompt's session_prompting was seen: it ran, not just queued
+        self._queue: list[Any] = []  # the queue as the newest queue_update gave it
+        self._ended_by: int | None = None  # our prompt had ended by this seq (read after a gap)
+        self.steered_from: list[str] = []  # the ids this reply followed before, each replaced by a steer
 
     def _ours(self, event: Event) -> bool:
         return self.prompt_id is None or event.data.get("promptId") == self.prompt_id
 
+    def wants_state(self, event: Event) -> bool:
+        """True when the caller must read the session's state and give it to `seen_state`: after
+        a `session_gap`, unless the gap already covers the seq by which the prompt had ended."""
+        return event.kind == "session_gap" and self.prompt_id is not None and not self._lost(event)
+
+    def seen_state(self, state: dict[str, Any]) -> None:
+        """The session's state, read after a gap: is the prompt still running or queued?"""
+        items = [state.get("currentPrompt"), *(state.get("queue") or [])]
+        if any(isinstance(item, dict) and item.get("id") == self.prompt_id for item in items):
+            self._ended_by = None
+        elif self._ended_by is None:
+            self._ended_by = last_seq(state)
+
+    def _lost(self, event: Event) -> bool:
+        """Every event up to the seq by which our prompt had ended is read or lost, without its end."""
+        if self._ended_by is None:
+            return False
+        if event.kind == "session_gap":
+            return isinstance(event.data.get("to"), int) and event.data["to"] >= self._ended_by
+        return event.seq is not None and event.seq >= self._ended_by
+
+    def _steered(self, data: dict[str, Any]) -> bool:
+        """Our running prompt ended `cancelled` because a steer replaced it: follow the steer."""
+        head = self._queue[0] if self._queue else None
+        if not (self._started and data.get("stopReason") == "cancelled" and isinstance(head, dict)):
+            return False
+        if head.get("kind") != "steer" or head.get("id") is None:
+            return False
+        self.steered_from.append(str(self.prompt_id))
+        self.prompt_id, self._started = str(head["id"]), False
+        self._stop_reason, self._error, self._crash = None, None, None
+        return True
+
     def feed(self, event: Event) -> bool:
-        """Take one event; True once it was this prompt's `session_prompt_done`."""
+        """Take one event; True once it was this prompt's `session_prompt_done` (or once it is
+        known that its `session_prompt_done` was lost in a gap)."""
+        finished = self._feed(event)
+        if not finished and self._lost(event):
+            self._error = LOST_END
+            return True
+        return finished
+
+    def _feed(self, event: Event) -> bool:
         kind, data = event.kind, event.data
+        if kind == "queue_update" and isinstance(data.get("queue"), list):
+            self._queue = data["queue"]
         if kind == "session_restarted" and self.prompt_id is not None:
             # The daemon restarted unseen and its history (and its prompt numbering) began again:
             # this prompt is not in it, and a new prompt may now carry the same id.
@@ -110,7 +173,7 @@ class PromptReply:
             if self._ours(event):
                 self._error = None
                 if kind == "session_prompting":
-                    self._stop_reason, self._crash = None, None
+                    self._stop_reason, self._crash, self._started = None, None, True
             return False
         self._turn.append(event.text())
         if not self._ours(event):
@@ -126,6 +189,8 @@ class PromptReply:
                 self._stop_reason = data["stopReason"]
             if data.get("error"):
                 self._error = str(data["error"])
+            if self.prompt_id is not None and self._steered(data):
+                return False
             return self.prompt_id is not None
         return False
 
