@@ -296,9 +296,8 @@ class TerminalConnection(abc.ABC):
         self._pumps[session.id] = task
 
         def finished(_task: asyncio.Task[None]) -> None:
-            # Here, not in the pump's `finally`: a task cancelled before its first step never
-            # runs its body, and the viewer it stood for must still be counted out, or the
-            # session never becomes an orphan (two quick reattaches do exactly that).
+            # Not in the pump's `finally`: a task cancelled before its first step never runs its
+            # body, and its viewer must still be counted out (or the session is never orphaned).
             if self._pumps.get(session.id) is task:
                 del self._pumps[session.id]
             self.manager.detach(session)
