@@ -1,5 +1,6 @@
 """A WebSocket peer that completes its handshake and never reads again (a suspended laptop, a
-stuck proxy), and a way to see that the daemon's sends to it are now stuck."""
+stuck proxy), a way to see that the daemon's sends to it are now stuck, and a check that such a
+peer does not hold up the daemon's shutdown."""
 
 from __future__ import annotations
 
@@ -11,6 +12,13 @@ import socket
 import ssl
 import struct
 import termios
+from typing import Any
+
+import pytest
+
+from vm_agent import appkeys
+from vm_agent.logs import get_ring
+from vm_agent.store import StoreError
 
 FULL_QUEUE = 1024 * 1024
 
@@ -46,3 +54,15 @@ async def until_send_queue_full(server_fd: int, timeout: float = 30) -> None:
     async with asyncio.timeout(timeout):
         while unsent_bytes(server_fd) < FULL_QUEUE:  # noqa: ASYNC110 (no event for a full TCP window)
             await asyncio.sleep(0.02)
+
+
+async def stops_cleanly(daemon: Any) -> None:
+    """Stop the daemon; its shutdown must finish within its grace period and run its cleanup to
+    the end (the store, closed last, is closed)."""
+    store = daemon.app[appkeys.STORE]
+    start = get_ring().last_seq
+    await daemon.stop()
+    _, entries = get_ring().read(start, limit=100_000)
+    assert "shutdown_timed_out" not in {e.item["message"] for e in entries}
+    with pytest.raises(StoreError):
+        await store.ping()

@@ -13,6 +13,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.terminal.conftest import pid_alive  # noqa: F401 - the agents' tests import it from here
+
 FAKE_AGENT = Path(__file__).resolve().parents[1] / "fakes" / "fake_acp_agent.py"
 PIDFILE = "agent-pids"
 WAIT = 15.0
@@ -39,15 +41,6 @@ def agent_pids(directory: Path) -> list[int]:
     """Every fake agent process started with `agents_file(directory, ...)`, oldest first."""
     path = directory / PIDFILE
     return [int(line) for line in path.read_text().split()] if path.exists() else []
-
-
-def pid_alive(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 async def until(condition: Callable[[], bool | Awaitable[bool]], timeout: float = WAIT,

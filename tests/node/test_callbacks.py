@@ -20,13 +20,7 @@ async def plane():
 async def test_ready_is_retried_until_accepted_then_heartbeats_flow(make_daemon, plane):
     plane.ready_failures_left = 2
     plane.heartbeat_answer = {"refreshedToken": "token-2"}
-    await make_daemon(
-        CONTROL_PLANE_URL=plane.url,
-        CALLBACK_TOKEN="token-1",
-        READY_INITIAL_BACKOFF="20ms",
-        HEARTBEAT_INTERVAL="50ms",
-        JWKS_ENDPOINT=f"{plane.url}/.well-known/jwks.json",
-    )
+    await daemon_for(make_daemon, plane, READY_INITIAL_BACKOFF="20ms", HEARTBEAT_INTERVAL="50ms")
     await plane.wait_for(lambda cp: len(cp.calls_to("/heartbeat")) >= 2)
     ready = plane.calls_to("/ready")
     assert len(ready) == 3
@@ -59,6 +53,16 @@ async def test_no_callbacks_without_control_plane(make_daemon, plane):
     assert plane.calls == []
 
 
+async def daemon_for(make_daemon, plane, **settings: str):
+    """A daemon that calls back to `plane` with a fixed callback token."""
+    return await make_daemon(
+        CONTROL_PLANE_URL=plane.url,
+        CALLBACK_TOKEN="token-1",
+        JWKS_ENDPOINT=f"{plane.url}/.well-known/jwks.json",
+        **settings,
+    )
+
+
 def _logged(start: int, event: str) -> list[dict]:
     _, entries = get_ring().read(start, limit=100_000)
     return [e.item for e in entries if e.item["message"] == event]
@@ -69,13 +73,7 @@ async def test_a_garbled_ready_answer_is_retried_not_fatal(make_daemon, plane):
     was never marked ready and sent no heartbeat."""
     plane.malformed_ready_left = 1
     start = get_ring().last_seq
-    await make_daemon(
-        CONTROL_PLANE_URL=plane.url,
-        CALLBACK_TOKEN="token-1",
-        READY_INITIAL_BACKOFF="20ms",
-        HEARTBEAT_INTERVAL="50ms",
-        JWKS_ENDPOINT=f"{plane.url}/.well-known/jwks.json",
-    )
+    await daemon_for(make_daemon, plane, READY_INITIAL_BACKOFF="20ms", HEARTBEAT_INTERVAL="50ms")
     await plane.wait_for(lambda cp: len(cp.calls_to("/heartbeat")) >= 2)
     assert len(plane.calls_to("/ready")) == 2  # the garbled answer, then the retry
     assert [e["level"] for e in _logged(start, "control_plane_ready_failed")] == ["warn"]
@@ -85,12 +83,7 @@ async def test_a_garbled_ready_answer_is_retried_not_fatal(make_daemon, plane):
 async def test_a_garbled_heartbeat_answer_does_not_stop_heartbeats(make_daemon, plane):
     plane.malformed_heartbeats_left = 1
     start = get_ring().last_seq
-    await make_daemon(
-        CONTROL_PLANE_URL=plane.url,
-        CALLBACK_TOKEN="token-1",
-        HEARTBEAT_INTERVAL="50ms",
-        JWKS_ENDPOINT=f"{plane.url}/.well-known/jwks.json",
-    )
+    await daemon_for(make_daemon, plane, HEARTBEAT_INTERVAL="50ms")
     await plane.wait_for(lambda cp: len(cp.calls_to("/heartbeat")) >= 3)
     assert len(_logged(start, "heartbeat_failed")) == 1
 
@@ -100,12 +93,7 @@ async def test_a_rejected_ready_is_an_error_for_an_operator_and_still_retried(ma
     retrying with backoff, since the control plane may be fixed."""
     plane.ready_failures_left, plane.ready_failure_status = 2, 401
     start = get_ring().last_seq
-    await make_daemon(
-        CONTROL_PLANE_URL=plane.url,
-        CALLBACK_TOKEN="token-1",
-        READY_INITIAL_BACKOFF="20ms",
-        JWKS_ENDPOINT=f"{plane.url}/.well-known/jwks.json",
-    )
+    await daemon_for(make_daemon, plane, READY_INITIAL_BACKOFF="20ms")
     await plane.wait_for(lambda cp: len(cp.calls_to("/ready")) >= 3)
     failures = _logged(start, "control_plane_ready_failed")
     assert [(e["level"], e["fields"]["status"]) for e in failures] == [("error", 401), ("error", 401)]
