@@ -40,7 +40,7 @@ _POSITIVE = (
     "log_stream_buffer_size acp_message_buffer_size acp_message_buffer_bytes "
     "acp_stderr_buffer_bytes terminal_ws_max_message_bytes acp_ws_max_message_bytes "
     "session_max_count heartbeat_interval jwks_refresh_interval acp_max_line_bytes "
-    "identity_poll_interval http_max_body_bytes graceful_shutdown_timeout callback_timeout "
+    "identity_poll_interval http_max_body_bytes graceful_shutdown_timeout ws_close_timeout callback_timeout "
     "ready_initial_backoff ready_max_backoff jwks_fetch_timeout session_ttl jwt_max_token_bytes "
     "log_reader_timeout log_stream_ping_interval log_stream_pong_timeout "
     "acp_prompt_retry_initial_backoff acp_prompt_retry_max_backoff acp_notif_serialize_timeout "
@@ -79,6 +79,9 @@ class Settings:
     metrics_address: str | None = _setting("METRICS_ADDRESS", None, "optional_str")
     http_max_body_bytes: int = _setting("HTTP_MAX_BODY_BYTES", 1024 * 1024, "size")
     graceful_shutdown_timeout: float = _setting("GRACEFUL_SHUTDOWN_TIMEOUT", 15.0, "duration")
+    # A WebSocket close flushes what is queued first; a peer that stopped reading never lets it
+    # finish, so after this long the connection is aborted instead (every socket, and shutdown).
+    ws_close_timeout: float = _setting("WS_CLOSE_TIMEOUT", 2.0, "duration")
 
     # --- control plane
     control_plane_url: str | None = _setting("CONTROL_PLANE_URL", None, "optional_str")
@@ -246,6 +249,8 @@ class Settings:
             fail("JWT_LEEWAY", f"must be at most {format_duration(MAX_JWT_LEEWAY)} (it extends every token's life)")
         if self.docker_timeout < 1:
             fail("DOCKER_TIMEOUT", "must be at least 1s (the Docker client counts whole seconds; 0 means none)")
+        if self.ws_close_timeout >= self.graceful_shutdown_timeout:
+            fail("WS_CLOSE_TIMEOUT", "must be shorter than GRACEFUL_SHUTDOWN_TIMEOUT (shutdown closes every socket)")
         if self.log_stream_pong_timeout <= self.log_stream_ping_interval:
             fail("LOG_STREAM_PONG_TIMEOUT", "must be longer than LOG_STREAM_PING_INTERVAL")
         if self.log_retrieval_default_limit > self.log_retrieval_max_limit:

@@ -107,6 +107,10 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         ({"DOCKER_TIMEOUT": "500ms"}, "DOCKER_TIMEOUT"),
         # Every stream would be closed at its first check, before any ping was sent.
         ({"LOG_STREAM_PING_INTERVAL": "30s", "LOG_STREAM_PONG_TIMEOUT": "10s"}, "LOG_STREAM_PONG_TIMEOUT"),
+        # A close with no bound waits on a peer that never reads; one as long as the grace
+        # period leaves shutdown no time for the rest of its cleanup.
+        ({"WS_CLOSE_TIMEOUT": "0"}, "WS_CLOSE_TIMEOUT"),
+        ({"WS_CLOSE_TIMEOUT": "15s", "GRACEFUL_SHUTDOWN_TIMEOUT": "15s"}, "WS_CLOSE_TIMEOUT"),
     ],
 )
 def test_values_that_would_disarm_a_protection_are_refused(env, needle):

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import re
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -91,7 +93,8 @@ async def _serve(request: web.Request, session: AgentSession, user: str, after: 
     wsutil.track(request, ws)
     viewer = log.bind(session_id=session.id, workspace=session.workspace_id, user=user)
     viewer.info("agent_viewer_attached", after=after)
-    sender = asyncio.create_task(_send(ws, transport, session, after, settings.acp_pong_timeout),
+    close = functools.partial(wsutil.close_within, ws, transport, timeout=settings.ws_close_timeout)
+    sender = asyncio.create_task(_send(transport, session, after, settings.acp_pong_timeout, close),
                                  name="agent-ws-send")
     pinger = asyncio.create_task(_ping(ws, settings.acp_ping_interval), name="agent-ws-ping")
     try:
@@ -99,7 +102,7 @@ async def _serve(request: web.Request, session: AgentSession, user: str, after: 
             try:
                 msg = await ws.receive(timeout=settings.acp_pong_timeout)
             except TimeoutError:
-                await wsutil.close_within(ws, transport, 1001, b"keepalive timeout")
+                await close(1001, b"keepalive timeout")
                 break
             if msg.type == WSMsgType.TEXT:
                 await _handle(ws, gateway, session, msg.data)
@@ -118,13 +121,13 @@ async def _serve(request: web.Request, session: AgentSession, user: str, after: 
             with contextlib.suppress(BaseException):
                 await task
         if not ws.closed:
-            await wsutil.close_within(ws, transport, 1000, b"")
+            await close(1000, b"")
         viewer.info("agent_viewer_detached")
     return ws
 
 
-async def _send(ws: web.WebSocketResponse, transport: asyncio.Transport, session: AgentSession, after: int,
-                stall: float) -> None:
+async def _send(transport: asyncio.Transport, session: AgentSession, after: int, stall: float,
+                close: Callable[[int, bytes], Awaitable[None]]) -> None:
     """Replay then live; a viewer whose writes stall past `stall` seconds is closed (it can resume).
 
     Each batch goes out as ONE transport write of ready-made frames (wsframes.py). Writes are
@@ -139,12 +142,11 @@ async def _send(ws: web.WebSocketResponse, transport: asyncio.Transport, session
                 async with asyncio.timeout(stall):
                     await _drained(transport)
         if session.deleted:  # not "going away": there is nothing to reconnect to
-            await wsutil.close_within(ws, transport, CLOSE_SESSION_DELETED, b"session deleted")
+            await close(CLOSE_SESSION_DELETED, b"session deleted")
         else:
-            await wsutil.close_within(ws, transport, 1001, b"session closed")
+            await close(1001, b"session closed")
     except TimeoutError:
-        # Bounded and then aborted: a close drains first, and this viewer is not reading.
-        await wsutil.close_within(ws, transport, 1008, b"viewer too slow")
+        await close(1008, b"viewer too slow")  # bounded, then aborted: this viewer is not reading
     except (ConnectionResetError, RuntimeError):
         pass
 

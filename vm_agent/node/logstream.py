@@ -8,8 +8,8 @@ cleanup (the store's close among it) was cut off. So here every send and the clo
 
 - a send (and a ping) by LOG_STREAM_PONG_TIMEOUT: a viewer that takes nothing for as long as
   a silent one may stay is just as gone;
-- the close by the shorter of that and half of GRACEFUL_SHUTDOWN_TIMEOUT: a close is a
-  courtesy that must never hold up shutdown, which closes these sockets through the same call.
+- the close by WS_CLOSE_TIMEOUT, as every socket's: a close is a courtesy that must never
+  hold up shutdown, which closes these sockets through the same call.
 
 On timeout the transport is aborted, not closed: a close would wait to flush what the peer is
 never going to read, and the connection would linger.
@@ -29,7 +29,6 @@ from aiohttp import web
 
 from vm_agent import appkeys, wsutil
 from vm_agent.auth import MANAGEMENT, authenticate
-from vm_agent.config import Settings
 from vm_agent.node.logsource import LogSource
 
 log = structlog.get_logger("vm_agent.node")
@@ -83,16 +82,12 @@ class BoundedWebSocket(web.WebSocketResponse):
             return True  # aborted: closed all the same
 
 
-def close_timeout(settings: Settings) -> float:
-    return min(settings.log_stream_pong_timeout, settings.graceful_shutdown_timeout / 2)
-
-
 async def stream_logs(request: web.Request) -> web.WebSocketResponse:
     principal = await authenticate(request, kinds={MANAGEMENT})
     settings = request.app[appkeys.SETTINGS]
     ws = BoundedWebSocket(
         send_timeout=settings.log_stream_pong_timeout,
-        close_timeout=close_timeout(settings),
+        close_timeout=settings.ws_close_timeout,
         autoping=False,
         max_msg_size=64 * 1024,
     )

@@ -24,6 +24,7 @@ import orjson
 import structlog
 from aiohttp import WSMsgType, web
 
+from vm_agent import wsutil
 from vm_agent.auth import Principal
 from vm_agent.config import Settings
 from vm_agent.errors import ApiError
@@ -122,8 +123,7 @@ class TerminalConnection(abc.ABC):
             await asyncio.gather(pinger, *pumps, return_exceptions=True)
             await self.closed()
             if not self.ws.closed:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.ws.close(), 2)
+                await self.end(1000, "")
 
     async def opened(self) -> None:
         """Hook: the socket is open (the single endpoint creates its session here)."""
@@ -144,7 +144,7 @@ class TerminalConnection(abc.ABC):
                 self._taken += 1
                 if not self._bucket.take():
                     log.warning("terminal_socket_rate_limited", user=self.principal.user_id)
-                    await self._close(CLOSE_POLICY, "message rate limit exceeded")
+                    await self.end(CLOSE_POLICY, "message rate limit exceeded")
                     return
                 self._handling = True
                 try:
@@ -256,9 +256,9 @@ class TerminalConnection(abc.ABC):
         if self._transport is not None:
             self._transport.abort()
 
-    async def _close(self, code: int, reason: str) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), 2)
+    async def end(self, code: int, reason: str) -> None:
+        """Close the socket (bounded; a peer that does not read is aborted instead)."""
+        await wsutil.close_within(self.ws, self._transport, code, reason.encode(), self.settings.ws_close_timeout)
 
     async def _watchdog(self) -> None:
         """Ping every interval; close a peer silent for the read timeout (1001) and abort one
@@ -280,7 +280,7 @@ class TerminalConnection(abc.ABC):
                 return
             if timeout > 0 and now - self._last_heard > timeout:
                 log.info("terminal_socket_idle", workspace=self.workspace_id)
-                await self._close(CLOSE_GOING_AWAY, "read timeout")
+                await self.end(CLOSE_GOING_AWAY, "read timeout")
                 return
             if interval > 0 and now >= next_ping:
                 next_ping = now + interval

@@ -164,7 +164,7 @@ class SingleConnection(TerminalConnection):
             )
         except ApiError as exc:
             await self.send(protocol.error(exc.code, exc.message))
-            await self._close(1011, exc.code)
+            await self.end(1011, exc.code)
             return
         viewer = self.manager.attach(self.session)
         viewer.start_live(0)
@@ -189,7 +189,7 @@ class SingleConnection(TerminalConnection):
 
     async def session_ended(self, session: TerminalSession) -> None:
         # The program is gone: nothing more will happen on this socket.
-        await self._close(1000, "session ended")
+        await self.end(1000, "session ended")
 
     async def closed(self) -> None:
         if self.session is not None:

@@ -96,13 +96,7 @@ async def _close_sockets(app: web.Application) -> None:
         manager.pause_output()
     connections = list(app[TERMINAL_SOCKETS])
 
-    async def close(connection: TerminalConnection) -> None:
-        try:
-            await asyncio.wait_for(connection.ws.close(code=CLOSE_GOING_AWAY, message=b"server shutting down"), 2)
-        except Exception:
-            connection.abort()  # a peer that stopped reading must not hold shutdown up
-
-    await asyncio.gather(*(close(c) for c in connections))
+    await asyncio.gather(*(c.end(CLOSE_GOING_AWAY, "server shutting down") for c in connections))
 
 
 class _Workspaces:
