@@ -25,6 +25,7 @@ from vm_agent.agents.driver import (
     ContentBlocks,
     PromptFailed,
     TransientProviderError,
+    stop_quietly,
 )
 from vm_agent.agents.redact import redact
 from vm_agent.agents.registry import UnknownAgentType
@@ -204,7 +205,7 @@ class PromptRunner:
         """Stop, in the background, a driver the session no longer uses. "Exited" may only mean
         its reader gave up (a malformed line, stdout closed): the process can still run, and must
         not outlive the session. `close` waits for these."""
-        task = asyncio.create_task(self._stop_quietly(driver), name=f"agent-abandon-{self.id}")
+        task = asyncio.create_task(stop_quietly(driver), name=f"agent-abandon-{self.id}")
         self._reaping.add(task)
         task.add_done_callback(self._reaping.discard)
 
@@ -278,7 +279,7 @@ class PromptRunner:
                 self._starting = None
         if generation != self._generation:
             # stopped after the agent came up but before this task resumed: not ours to keep
-            await self._stop_quietly(driver)
+            await stop_quietly(driver)
             raise AgentStartError("the agent was stopped while it started")
         self._driver = driver
         if session_id != self.acp_session_id:
@@ -290,13 +291,7 @@ class PromptRunner:
     async def _stop_driver(self: AgentSession) -> None:
         driver, self._driver = self._driver, None
         if driver is not None:
-            await self._stop_quietly(driver)
-
-    async def _stop_quietly(self: AgentSession, driver: AgentDriver) -> None:
-        try:
-            await driver.stop()
-        except Exception:
-            self._log.exception("agent_stop_failed", agent=driver.spec.name)
+            await stop_quietly(driver)
 
     def _complete(self: AgentSession, item: PromptItem, stop_reason: str | None = None,
                   error: dict[str, Any] | None = None) -> None:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -293,19 +292,20 @@ class AgentDriver(abc.ABC):
         Not redacted: the session redacts before showing it."""
 
 
+async def stop_quietly(driver: AgentDriver) -> None:
+    """`driver.stop()` for callers that are done with the driver whatever happens: an error of
+    the stop is logged, never raised into them."""
+    try:
+        await driver.stop()
+    except Exception:
+        log.exception("agent_stop_failed", agent=driver.spec.name)
+
+
 async def stop_shielded(driver: AgentDriver) -> None:
-    """`driver.stop()` that another cancellation of the caller cannot cut short (the stop goes
-    on in a task of its own): for a start that was cancelled and must still not leave its
-    process behind. Never raises an error of the stop itself (it is logged)."""
-    stopping = asyncio.ensure_future(driver.stop())
-    stopping.add_done_callback(_log_stop_failure)
-    with contextlib.suppress(Exception):
-        await asyncio.shield(stopping)
-
-
-def _log_stop_failure(task: asyncio.Future[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("agent_stop_failed", error=str(task.exception()))
+    """`stop_quietly` that another cancellation of the caller cannot cut short (the stop goes on
+    in a task of its own): for a start that was cancelled and must still not leave its process
+    behind."""
+    await asyncio.shield(asyncio.ensure_future(stop_quietly(driver)))
 
 
 def create_driver(

@@ -37,7 +37,6 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return text
 
 
-
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 

@@ -48,9 +48,7 @@ class SessionStore:
         if entry is None:
             return None
         principal, expires = entry
-        # The token's deadline again, not only the stored one: whatever made the session, a
-        # principal is never served past the moment its token would be refused.
-        if self._clock() >= min(expires, self._token_deadline(principal)):
+        if self._clock() >= expires:  # `create` stored the earlier of TTL and token deadline
             del self._sessions[session_id]
             return None
         return principal

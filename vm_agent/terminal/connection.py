@@ -17,7 +17,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-import time
 from typing import Any
 
 import orjson
@@ -28,6 +27,7 @@ from vm_agent import wsutil
 from vm_agent.auth import Principal
 from vm_agent.config import Settings
 from vm_agent.errors import ApiError
+from vm_agent.ratelimit import TokenBucket
 from vm_agent.terminal import protocol
 from vm_agent.terminal.fastinput import InputFastPath
 from vm_agent.terminal.manager import TerminalManager
@@ -46,28 +46,6 @@ _WRITE_NOW_LIMIT = 64 * 1024
 
 class ConnectionGone(Exception):
     """The peer can no longer be written to."""
-
-
-class TokenBucket:
-    """Inbound message rate limit: `rate` messages per second with bursts up to `burst`."""
-
-    def __init__(self, rate: float, burst: int, clock: Any = time.monotonic) -> None:
-        self.rate = rate
-        self.capacity = max(1.0, float(burst))
-        self.tokens = self.capacity
-        self._clock = clock
-        self._last = clock()
-
-    def take(self) -> bool:
-        if self.rate <= 0:
-            return True
-        now = self._clock()
-        self.tokens = min(self.capacity, self.tokens + (now - self._last) * self.rate)
-        self._last = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
 
 
 class TerminalConnection(abc.ABC):
