@@ -1,8 +1,6 @@
-"""A token bucket: `rate` messages per second with bursts up to `burst` (rate 0: unlimited).
-
-One definition for both sides of a terminal socket: the daemon refuses a message when the
-bucket is empty (`take`), and the coordinator client, holding the same bucket for its own
-socket, waits instead of being cut off (`reserve`).
+"""A token bucket: `rate` messages per second with bursts up to `burst` (rate 0: unlimited):
+the daemon's limit on what a terminal socket may send. (The coordinator client paces itself
+with its own copy, `_Pacer` in vm_agent/client/terminals.py: it ships without daemon modules.)
 """
 
 from __future__ import annotations
@@ -33,12 +31,3 @@ class TokenBucket:
             return False
         self.tokens -= 1
         return True
-
-    def reserve(self) -> float:
-        """Spend a token now, going into debt if need be; returns the seconds to wait before
-        the message is within the limit. Callers reserving in turn queue up fairly, no lock."""
-        if self.rate <= 0:
-            return 0.0
-        self._refill()
-        self.tokens -= 1
-        return max(0.0, -self.tokens / self.rate)

@@ -20,7 +20,6 @@ import aiohttp
 
 from vm_agent.client._transport import Transport, translated_errors
 from vm_agent.client.errors import ClientError, ConnectionFailed, ProtocolError, RequestTimeout
-from vm_agent.ratelimit import TokenBucket
 
 # The daemon closes a socket whose inbound message exceeds TERMINAL_WS_MAX_MESSAGE_BYTES (64 KiB,
 # close code 1009). Input is sent in frames of at most this many bytes of JSON-escaped text,
@@ -54,6 +53,33 @@ def split_input(text: str, limit: int = MAX_INPUT_FRAME_BYTES) -> list[str]:
         pieces.append(text[pos : pos + count])
         pos += count
     return pieces
+
+
+class _Pacer:
+    """The client's side of the daemon's per-socket token bucket: waits instead of being cut off.
+    (Its own small copy of `vm_agent.ratelimit`: the client is installed on coordinators without
+    any daemon module.)
+
+    Tokens may go negative: each caller reserves its message at once and sleeps off the debt,
+    so concurrent senders (input and a resize) queue up fairly without a lock.
+    """
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, float(burst))
+        self.tokens = self.capacity
+        self._last: float | None = None
+
+    async def take(self) -> None:
+        if self.rate <= 0:
+            return  # unlimited, as on the daemon
+        now = asyncio.get_running_loop().time()
+        if self._last is not None:
+            self.tokens = min(self.capacity, self.tokens + (now - self._last) * self.rate)
+        self._last = now
+        self.tokens -= 1
+        if self.tokens < 0:
+            await asyncio.sleep(-self.tokens / self.rate)
 
 
 @dataclass(frozen=True)
@@ -101,7 +127,7 @@ class RemoteTerminal:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._pending: deque[dict[str, Any]] = deque()
         self._message_rate, self._message_burst = message_rate, message_burst
-        self._pacer = TokenBucket(message_rate, message_burst)
+        self._pacer = _Pacer(message_rate, message_burst)
 
     @property
     def connected(self) -> bool:
@@ -115,8 +141,7 @@ class RemoteTerminal:
     async def _connect(self) -> None:
         await self.detach()
         self._pending.clear()
-        # The daemon's bucket is per socket, and so is this one (the same token bucket).
-        self._pacer = TokenBucket(self._message_rate, self._message_burst)
+        self._pacer = _Pacer(self._message_rate, self._message_burst)  # the daemon's bucket is per socket
         params = {"workspace": self.workspace} if self.workspace else None
         self._ws = await self._transport.websocket("/terminal/ws/multi", params)
 
@@ -192,9 +217,7 @@ class RemoteTerminal:
 
     async def _send(self, message: dict[str, Any]) -> None:
         self._check_open()
-        delay = self._pacer.reserve()
-        if delay:
-            await asyncio.sleep(delay)
+        await self._pacer.take()
         ws = self._check_open()  # again: the socket may have been dropped or replaced meanwhile
         with translated_errors(self._transport.where):
             await ws.send_str(json.dumps(message))
